@@ -1,0 +1,155 @@
+"""The compiler: from a Method and the environment's sizes, one agent with
+  init(key) -> TrainState
+  act(state, obs, key, deterministic) -> action            (collect: best_of + behaviour noise;
+                                                            evaluate: eval_best_of, no noise)
+  update(state, batch, key) -> (state, improved_action, metrics)
+All three are pure; the training loop jits them (update inside one `lax.scan` of updates).
+
+One update = critic step every call; actor step, regularizer (temperature) step and target EMAs
+every `actor_every` calls via `lax.cond` on the step counter in the state, never Python branching.
+"""
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flowrl.compose.method import Method, actor_optimizer, critic_optimizer, validate
+from flowrl.primitives.base import ActorInputs, EnvSpec
+from flowrl.primitives.critic import Batch
+from flowrl.primitives.sampler import best_of_n, draw
+
+
+class ActorState(NamedTuple):
+  params: Any
+  target_params: Any
+  opt_state: Any
+
+
+class CriticState(NamedTuple):
+  params: Any
+  target_params: Any
+  opt_state: Any
+  extra: Any               # critic-owned state (DSAC-T's running std)
+
+
+class TrainState(NamedTuple):
+  step: jax.Array          # int32 count of updates
+  actor: ActorState
+  critic: CriticState
+  reg: Any                 # regularizer-owned state (temperature)
+
+
+class Agent(NamedTuple):
+  method: Method
+  spec: EnvSpec
+  policy: Any
+  sampler: Any
+  signal: Any
+  regularizer: Any
+  critic: Any
+  init: Callable
+  act: Callable
+  update: Callable
+
+
+def _scalars(aux):
+  return {k: jnp.mean(v) for k, v in aux.items()
+          if v is not None and k not in ('improved_action', 'log_prob', 'actions')}
+
+
+def compile_method(method: Method, spec: EnvSpec) -> Agent:
+  policy, critic, reg = method.policy(spec), method.critic(spec), method.regularizer(spec)
+  sampler, signal = method.sampler, method.signal
+  validate(policy, sampler, signal, reg, spec)
+  actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
+
+  def init(key) -> TrainState:
+    a_key, c_key = jax.random.split(key)
+    a_params, c_params = policy.init(a_key), critic.init(c_key)
+    copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)  # targets own their buffers
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
+        critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
+        reg=reg.init())
+
+  def act(state: TrainState, obs, key, deterministic: bool = False):
+    sample_key, noise_key = jax.random.split(key)
+    n = sampler.eval_best_of if deterministic else sampler.best_of
+    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1).action
+    if n > 1:
+      q = lambda o, a: critic.values(state.critic.params, o, a)
+      action = best_of_n(one, q, obs, sample_key, n)
+    else:
+      action = one(obs, sample_key)
+    return action if deterministic else reg.perturb(state.reg, action, noise_key, 'behaviour')
+
+  def critic_step(state: TrainState, batch: Batch, key):
+    next_key, noise_key, loss_key = jax.random.split(key, 3)
+    source = state.actor.target_params if method.target_actor else state.actor.params
+    nxt = draw(sampler, policy, source, batch.next_obs, next_key)
+    next_action = reg.perturb(state.reg, nxt.action, noise_key, 'target')
+    bonus = reg.target_bonus(state.reg, nxt.log_prob) if nxt.log_prob is not None else 0.0
+    batch = batch._replace(reward=method.reward_scale * batch.reward)
+    discount = method.gamma * (1.0 - batch.terminated)
+    c = state.critic
+    grads, (extra, metrics) = jax.grad(critic.loss, has_aux=True)(
+        c.params, c.target_params, c.extra, batch, jax.lax.stop_gradient(next_action),
+        jax.lax.stop_gradient(bonus), discount, loss_key)
+    updates, opt_state = critic_opt.update(grads, c.opt_state, c.params)
+    return c._replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state,
+                      extra=extra), metrics
+
+  def actor_step(state: TrainState, batch: Batch, key):
+    """Actor, regularizer and target-network step; returns the new parts and the written actions."""
+    signal_key, reg_key = jax.random.split(key)
+    a, c = state.actor, state.critic
+    q = lambda o, act: critic.values(c.params, o, act)
+    perturb = lambda act, k: reg.perturb(state.reg, act, k, 'actor')
+    inputs = ActorInputs(batch.obs, batch.action, batch.improved_action, policy, sampler, q, perturb)
+
+    def loss(params):
+      signal_loss, aux = signal.loss(params, inputs, signal_key)
+      return signal_loss + reg.actor_loss(state.reg, aux), (signal_loss, aux)
+
+    (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
+    updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)
+    params = optax.apply_updates(a.params, updates)
+    actor = ActorState(params, optax.incremental_update(params, a.target_params, method.tau),
+                       opt_state)
+    critic_state = c._replace(
+        target_params=optax.incremental_update(c.params, c.target_params, method.tau))
+
+    def sample_many(k, n):  # [B, n, A] actions of the updated policy, as collected in training
+      def one(kk):
+        s_key, n_key = jax.random.split(kk)
+        return perturb(draw(sampler, policy, params, batch.obs, s_key).action, n_key)
+      return jnp.swapaxes(jax.vmap(one)(jax.random.split(k, n)), 0, 1)
+
+    reg_state, reg_metrics = reg.update(state.reg, state.step, aux, sample_many, reg_key)
+    metrics = {'actor/loss': signal_loss,
+               **{f'actor/{k}': v for k, v in _scalars(aux).items()},
+               **{f'reg/{k}': jnp.asarray(v, jnp.float32) for k, v in reg_metrics.items()}}
+    improved = aux.get('improved_action', batch.improved_action)
+    return actor, critic_state, reg_state, improved, metrics
+
+  def update(state: TrainState, batch: Batch, key):
+    critic_key, actor_key = jax.random.split(key)
+    critic_state, critic_metrics = critic_step(state, batch, critic_key)
+    state = state._replace(critic=critic_state)
+    out_shape = jax.eval_shape(actor_step, state, batch, actor_key)
+
+    def skip(state, batch, key):
+      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape[4])
+      return state.actor, state.critic, state.reg, batch.improved_action, zeros
+
+    do_actor = state.step % method.actor_every == 0
+    actor, critic_state, reg_state, improved, actor_metrics = jax.lax.cond(
+        do_actor, actor_step, skip, state, batch, actor_key)
+    metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()}, **actor_metrics,
+               'actor_updated': do_actor.astype(jnp.float32)}
+    new_state = TrainState(state.step + 1, actor, critic_state, reg_state)
+    return new_state, improved, metrics
+
+  return Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update)

@@ -1,0 +1,95 @@
+"""A method = one primitive per axis plus the few training-structure settings, and the check that
+the choices fit together (run before anything is traced)."""
+from typing import Any, Callable, NamedTuple, Optional
+
+import gin
+import optax
+
+from flowrl.errors import ConfigError
+from flowrl.primitives import REGISTRY
+from flowrl.primitives.base import EnvSpec
+
+# Which axis is expected to provide each capability, and what it means in an error message.
+CAPABILITIES = {
+    'distribution': ('policy', 'a distribution it can sample directly'),
+    'exact_logprob': ('policy', 'an exact log-probability'),
+    'deterministic': ('policy', 'a deterministic action'),
+    'chain': ('policy', 'a denoising/flow chain with its own regression loss'),
+    'vp_path': ('policy', 'a variance-preserving diffusion path'),
+    'score': ('policy', 'a score (noise prediction)'),
+    'velocity': ('policy', 'a velocity field'),
+    'differentiable': ('sampler', 'reparameterized, differentiable samples'),
+    'logprob': ('sampler', 'the log-probability of its samples'),
+}
+
+
+def _adam(learning_rate: float, max_grad_norm: float, final_learning_rate: Optional[float],
+          decay_steps: int):
+  lr = learning_rate if final_learning_rate is None else optax.linear_schedule(
+      learning_rate, final_learning_rate, decay_steps)
+  adam = optax.adam(lr)
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam) if max_grad_norm else adam
+
+
+@gin.configurable(module='flowrl')
+def actor_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
+                    final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000):
+  """Adam for the actor; optional global-norm clipping and linear learning-rate decay."""
+  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps)
+
+
+@gin.configurable(module='flowrl')
+def critic_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
+                     final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000):
+  """Adam for the critic; optional global-norm clipping and linear learning-rate decay."""
+  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps)
+
+
+class Method(NamedTuple):
+  policy: Callable          # EnvSpec -> Policy
+  sampler: Any              # Sampler
+  signal: Any               # Signal
+  regularizer: Callable     # EnvSpec -> Regularizer
+  critic: Callable          # EnvSpec -> Critic
+  actor_every: int = 1      # actor, temperature and target updates every k-th update (TD3, DACER: 2)
+  target_actor: bool = False  # TD target's a' from an EMA copy of the actor (TD3, DIPO)
+  tau: float = 0.005        # EMA rate of target networks
+  gamma: float = 0.99
+  reward_scale: float = 1.0
+  name: str = 'method'
+
+
+@gin.configurable('Method', module='flowrl')
+def method(policy=gin.REQUIRED, sampler=gin.REQUIRED, signal=gin.REQUIRED,
+           regularizer=gin.REQUIRED, critic=gin.REQUIRED, actor_every: int = 1,
+           target_actor: bool = False, tau: float = 0.005, gamma: float = 0.99,
+           reward_scale: float = 1.0, name: str = 'method') -> Method:
+  """One choice per axis of the taxonomy plus training-structure settings (see Method)."""
+  return Method(policy, sampler, signal, regularizer, critic, actor_every, target_actor, tau,
+                gamma, reward_scale, name)
+
+
+def _providers(axis: str, cap: str, spec: EnvSpec):
+  names = []
+  for name, make in REGISTRY[axis].items():
+    try:
+      prim = make()(spec) if axis == 'policy' else make()
+    except Exception:  # a primitive that cannot build with its defaults is not a suggestion
+      continue
+    if cap in prim.provides:
+      names.append(name)
+  return names
+
+
+def validate(policy, sampler, signal, regularizer, spec: EnvSpec) -> None:
+  """Raise ConfigError in one sentence if an axis requires what another does not provide."""
+  owners = {'policy': policy, 'sampler': sampler}
+  for axis, prim in (('sampler', sampler), ('signal', signal), ('regularizer', regularizer)):
+    for cap in sorted(prim.requires):
+      owner_axis, meaning = CAPABILITIES[cap]
+      owner = owners[owner_axis]
+      if cap not in owner.provides:
+        alternatives = ', '.join(_providers(owner_axis, cap, spec)) or 'none'
+        raise ConfigError(
+            f"{axis} '{prim.name}' needs {meaning} ('{cap}'), which {owner_axis} "
+            f"'{owner.name}' does not provide; {owner_axis} choices that do: {alternatives}.")

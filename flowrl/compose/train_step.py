@@ -1,0 +1,95 @@
+"""The jitted per-frame step of the off-policy loop: store the last transition in the device
+buffer, run this frame's updates (a `lax.scan` of sample → update → write-back, under a `lax.cond`
+so warm-up and off-frames skip it) and choose the next action (uniform during random warm-up).
+One compiled program serves the whole run."""
+from typing import Any, NamedTuple
+
+import gin
+import jax
+import jax.numpy as jnp
+
+from flowrl.compose import buffer as rb
+from flowrl.compose.agent import Agent, TrainState
+from flowrl.primitives.critic import Batch
+
+
+class TrainConfig(NamedTuple):
+  """Settings of the off-policy loop; bound in gin as `train.<field>`."""
+  total_frames: int = 1_000_000
+  random_frames: int = 5_000         # uniform random actions before the policy acts
+  learning_starts: int = 5_000       # first update after this many stored transitions
+  batch_size: int = 256
+  buffer_size: int = 1_000_000
+  update_every: int = 1              # frames between update bursts
+  updates_per_frame: float = 1.0     # updates per burst = update_every × updates_per_frame
+  eval_every: int = 10_000
+  eval_episodes: int = 5
+  log_every: int = 1_000
+  checkpoint_every: int = 50_000     # also an episode boundary, so a resumed run continues identically
+  seed: int = 0
+
+
+train = gin.external_configurable(TrainConfig, 'train', module='flowrl')
+
+
+class LoopState(NamedTuple):
+  agent: TrainState
+  buffer: rb.ReplayBuffer
+  key: jax.Array
+  frame: jax.Array         # env frames stored so far
+
+
+def updates_per_burst(cfg: TrainConfig) -> int:
+  return max(1, int(round(cfg.update_every * cfg.updates_per_frame)))
+
+
+def init_loop(agent: Agent, cfg: TrainConfig) -> LoopState:
+  key = jax.random.PRNGKey(cfg.seed)
+  init_key, key = jax.random.split(key)
+  buf = rb.init(min(cfg.buffer_size, cfg.total_frames), agent.spec.obs_dim, agent.spec.act_dim)
+  return LoopState(agent.init(init_key), buf, key, jnp.zeros((), jnp.int32))
+
+
+def fused_updates(agent: Agent, cfg: TrainConfig, n: int):
+  """(TrainState, buffer, key) -> (TrainState, buffer, metrics averaged over `n` updates)."""
+
+  def one(carry, key):
+    state, buf = carry
+    sample_key, update_key = jax.random.split(key)
+    batch, idx = rb.sample(buf, sample_key, cfg.batch_size)
+    state, improved, metrics = agent.update(state, batch, update_key)
+    return (state, rb.write_improved(buf, idx, improved)), metrics
+
+  def run(state, buf, key):
+    (state, buf), metrics = jax.lax.scan(one, (state, buf), jax.random.split(key, n))
+    return state, buf, metrics
+
+  return run
+
+
+def make_frame_step(agent: Agent, cfg: TrainConfig):
+  """step(loop, transition, valid, next_obs) -> (loop, action for next_obs, metrics).
+
+  `valid` = False only for the very first call of a run, which just chooses the first action."""
+  n = updates_per_burst(cfg)
+  run = fused_updates(agent, cfg, n)
+
+  def step(loop: LoopState, transition: Batch, valid, next_obs):
+    buf = jax.lax.cond(valid, rb.add, lambda b, t: b, loop.buffer, transition)
+    frame = loop.frame + valid.astype(jnp.int32)
+    key, update_key, act_key = jax.random.split(loop.key, 3)
+    metrics_shape = jax.eval_shape(run, loop.agent, buf, update_key)[2]
+
+    def skip(state, buf, key):
+      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+      return state, buf, zeros
+
+    do_update = valid & (frame >= cfg.learning_starts) & (frame % cfg.update_every == 0)
+    state, buf, metrics = jax.lax.cond(do_update, run, skip, loop.agent, buf, update_key)
+    metrics = {**metrics, 'updated': jnp.broadcast_to(do_update.astype(jnp.float32), (n,))}
+    uniform = jax.random.uniform(act_key, (1, agent.spec.act_dim), minval=-1.0, maxval=1.0)
+    action = jax.lax.cond(frame < cfg.random_frames, lambda: uniform,
+                          lambda: agent.act(state, next_obs[None], act_key, False))
+    return LoopState(state, buf, key, frame), action[0], metrics
+
+  return step

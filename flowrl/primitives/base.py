@@ -1,0 +1,135 @@
+"""The interfaces of the four axes plus the critic, and the registry behind `flowrl.run --list`.
+
+Every primitive is a NamedTuple of pure functions over explicit pytrees, plus two frozensets:
+`provides` (capabilities other axes may rely on) and `requires` (capabilities it needs). The
+compiler checks `requires ⊆ provides` of the other axes before tracing anything.
+
+Capabilities used so far:
+  policy:  'distribution' (direct sampling), 'exact_logprob', 'deterministic', 'chain'
+           (a Gaussian probability path x_t = α_t a + σ_t ε with a network), 'vp_path' (α²+σ²=1),
+           'score' (ε-prediction, hence ∇ log p), 'velocity' (a flow's velocity field)
+  sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample)
+"""
+import functools
+import inspect
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import gin
+
+# axis -> {name: configurable}; filled by `primitive`, read by `flowrl.run --list` and tests.
+REGISTRY: Dict[str, Dict[str, Callable]] = {
+    'policy': {}, 'sampler': {}, 'signal': {}, 'regularizer': {}, 'critic': {}}
+
+
+def primitive(axis: str):
+  """Register `fn` as a gin configurable `flowrl.<axis>.<name>` and in REGISTRY[axis]."""
+
+  def wrap(fn):
+    configurable = gin.configurable(fn.__name__, module=f'flowrl.{axis}')(fn)
+    REGISTRY[axis][fn.__name__] = configurable
+    return configurable
+
+  return wrap
+
+
+def describe(fn: Callable) -> str:
+  """`name(param=default, ...)` and the docstring's first line, for --list."""
+  sig = inspect.signature(inspect.unwrap(fn))
+  params = ', '.join(f'{p.name}={p.default!r}' if p.default is not p.empty else p.name
+                     for p in sig.parameters.values())
+  doc = (inspect.getdoc(fn) or '').splitlines()
+  return f"{fn.__name__}({params})" + (f"\n      {doc[0]}" if doc else '')
+
+
+class EnvSpec(NamedTuple):
+  obs_dim: int
+  act_dim: int
+
+
+class Policy(NamedTuple):
+  """Parameterization axis. Direct policies fill `distribution`; chain policies (diffusion, flow)
+  fill `predict`, `path`, `to_eps_x0` and `fit_loss`."""
+  name: str
+  provides: frozenset
+  act_dim: int
+  init: Callable            # (key) -> params
+  distribution: Optional[Callable] = None  # (params, obs) -> (distrax dist, mode action)
+  predict: Optional[Callable] = None       # (params, obs, x_t, t) -> network output
+  path: Optional[Callable] = None          # (steps) -> (alpha[steps+1], sigma[steps+1]) at t=k/steps
+  to_eps_x0: Optional[Callable] = None     # (output, x_t, alpha, sigma) -> (eps_hat, x0_hat)
+  fit_loss: Optional[Callable] = None      # (params, obs, a0, key, steps) -> per-sample loss [B]
+  noised: Optional[Callable] = None        # (a0, key, steps) -> (x_t, t, eps, alpha, sigma)
+
+
+class SampleOut(NamedTuple):
+  action: Any               # [B, A], inside [-1, 1]
+  log_prob: Any = None      # [B] where the sampler provides 'logprob'
+
+
+class Sampler(NamedTuple):
+  """Sampler axis: `sample(policy, params, obs, key, steps, deterministic) -> SampleOut`.
+  Call it through `flowrl.primitives.sampler.draw`, which passes `steps`."""
+  name: str
+  provides: frozenset
+  requires: frozenset
+  sample: Callable
+  steps: int                # denoising / integration steps (1 for direct sampling)
+  best_of: int = 1          # best-of-N by the critic when collecting experience
+  eval_best_of: int = 1     # best-of-N by the critic when evaluating
+
+
+class ActorInputs(NamedTuple):
+  """What the compiler hands an improvement signal (closures are over the current params)."""
+  obs: Any                  # [B, O]
+  action: Any               # replay actions [B, A]
+  improved_action: Any      # the buffer's improvable action column [B, A] (DIPO writes it)
+  policy: Policy
+  sampler: Sampler
+  q: Callable               # (obs, act) -> [E, B] critic values (means), current critic params
+  perturb: Callable         # (action, key) -> action: the regularizer's noise on actor samples
+
+
+class Signal(NamedTuple):
+  """Improvement-signal axis: `loss(actor_params, inputs, key) -> (loss, aux)`.
+
+  aux may carry 'log_prob' [B] of the policy's own samples (read by entropy regularizers),
+  'actions' (sampled actions), and 'improved_action' [B, A] which the loop writes back into the
+  buffer's improvable action column."""
+  name: str
+  requires: frozenset
+  loss: Callable
+
+
+class Regularizer(NamedTuple):
+  """Regularizer axis. It may own state (a temperature and its optimizer state)."""
+  name: str
+  requires: frozenset
+  init: Callable            # () -> state
+  actor_loss: Callable      # (state, aux) -> scalar added to the signal's loss
+  target_bonus: Callable    # (state, next_log_prob or None) -> [B] or 0, added to min Q'
+  perturb: Callable         # (state, action, key, role) -> action; role in {'behaviour','target','actor'}
+  update: Callable          # (state, step, aux, sample_many, key) -> (state, metrics)
+  evaluation_noise: bool = False  # True: evaluation keeps perturb('behaviour') (none here yet)
+
+
+class Critic(NamedTuple):
+  """Critic axis: values for the actor, a TD loss for itself; may own extra state."""
+  name: str
+  init: Callable            # (key) -> params (ensemble stacked on axis 0)
+  init_extra: Callable      # () -> extra state (e.g. running std for DSAC-T)
+  values: Callable          # (params, obs, act) -> [E, B] mean values
+  loss: Callable            # (params, target_params, extra, batch, next_action, bonus, discount, key)
+                            #   -> (loss, (new_extra, metrics))
+
+
+def builder(fn):
+  """Make `fn(spec, **hyper)` a configurable whose call with hyperparameters returns
+  `build(spec)`, so gin can bind hyperparameters before the environment's sizes are known."""
+
+  @functools.wraps(fn)
+  def configured(**hyper):
+    return functools.partial(fn, **hyper)
+
+  sig = inspect.signature(fn)
+  configured.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+  return configured

@@ -1,0 +1,94 @@
+"""Critic axis: how values are learned.
+
+  ensemble_q        E Q-networks, clipped double-Q target y = r + γ(1 − d)(min_e Q'_e(s', a') + b),
+                    b = the regularizer's bonus (−α log π(a'|s') for SAC); loss Σ_e mean (Q_e − y)²
+                    (Fujimoto et al. 2018; Haarnoja et al. 2018).
+  distributional_q  Gaussian return distributions with DSAC-T's three refinements (Duan et al. 2023,
+                    "DSAC-T"), as DACER uses: expected-value substitution, twin distributions with
+                    the per-sample min-mean member, and a variance-based gradient scale.
+
+Both bootstrap on time-limit truncation: `discount` = γ(1 − terminated), never γ(1 − done).
+"""
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import rlax
+
+from flowrl.primitives import networks
+from flowrl.primitives.base import Critic, EnvSpec, builder, primitive
+
+
+class Batch(NamedTuple):
+  obs: jax.Array
+  action: jax.Array
+  reward: jax.Array
+  next_obs: jax.Array
+  terminated: jax.Array      # 1.0 where the episode ended in a terminal state (no bootstrap)
+  improved_action: jax.Array  # the buffer's improvable action column (DIPO)
+
+
+def min_target(q_next: jax.Array) -> jax.Array:
+  """Per-sample minimum over the ensemble axis 0: [E, B] -> [B] (never one member per batch)."""
+  return jnp.min(q_next, axis=0)
+
+
+@primitive('critic')
+@builder
+def ensemble_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
+               activation: str = 'relu') -> Critic:
+  """E independent Q networks with the clipped double-Q TD target (rlax.td_learning)."""
+  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation)
+  values = lambda params, obs, act: apply(params, obs, act)[..., 0]
+
+  def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
+    v_next = min_target(values(target_params, batch.next_obs, next_action)) + bonus
+    q = values(params, batch.obs, batch.action)                              # [E, B]
+    td = jax.vmap(jax.vmap(rlax.td_learning, (0, 0, 0, 0)), (0, None, None, None))(
+        q, batch.reward, discount, v_next)
+    total = jnp.sum(jnp.mean(jnp.square(td), axis=1))
+    return total, (extra, {'critic_loss': total, 'q_mean': jnp.mean(q)})
+
+  return Critic('ensemble_q', init, lambda: (), values, loss)
+
+
+@primitive('critic')
+@builder
+def distributional_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
+                     activation: str = 'gelu', std_ema: float = 0.005, clip_sigmas: float = 3.0,
+                     epsilon: float = 0.1) -> Critic:
+  """DSAC-T critic (Duan et al. 2023) as in DACER: each member outputs N(μ, σ²) of the return.
+  Target member: per sample the one with the smaller μ'; y = r + γ(1−d)(μ' + b) and a sampled
+  y_z = r + γ(1−d)(μ' + σ' clip(z, ±3) + b). With ω = running mean of σ (EMA `std_ema`),
+  y_b = μ + clip(y_z − μ, ±3ω) and a bias ε:
+  L = −(ω² + ε) · mean[ μ·sg(y − μ)/(sg(σ)² + ε) + σ·((sg(μ) − y_b)² − sg(σ)²)/(sg(σ)³ + ε) ]."""
+  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation, outputs=2)
+  sg = jax.lax.stop_gradient
+
+  def mean_std(params, obs, act):
+    out = apply(params, obs, act)
+    return out[..., 0], jax.nn.softplus(out[..., 1]) + 1e-6
+
+  values = lambda params, obs, act: mean_std(params, obs, act)[0]
+
+  def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
+    mu_n, std_n = mean_std(target_params, batch.next_obs, next_action)        # [E, B]
+    pick = jnp.argmin(mu_n, axis=0)[None]                                      # [1, B]
+    mu_t = jnp.take_along_axis(mu_n, pick, 0)[0]
+    z = jnp.clip(jax.random.normal(key, mu_t.shape), -clip_sigmas, clip_sigmas)
+    std_t = jnp.take_along_axis(std_n, pick, 0)[0]
+    y = batch.reward + discount * (mu_t + bonus)
+    y_z = batch.reward + discount * (mu_t + std_t * z + bonus)
+    mu, std = mean_std(params, batch.obs, batch.action)                       # [E, B]
+    batch_std = jnp.mean(std, axis=1)                                          # [E]
+    omega = sg(jnp.where(extra < 0, batch_std, (1 - std_ema) * extra + std_ema * batch_std))
+    bound = clip_sigmas * omega[:, None]
+    y_b = sg(mu + jnp.clip(y_z - mu, -bound, bound))
+    s = sg(std)
+    per = (mu * sg(y - mu) / (s ** 2 + epsilon)
+           + std * ((sg(mu) - y_b) ** 2 - s ** 2) / (s ** 3 + epsilon))
+    member = -(omega ** 2 + epsilon) * jnp.mean(per, axis=1)                   # [E]
+    total = jnp.sum(member)
+    return total, (omega, {'critic_loss': total, 'q_mean': jnp.mean(mu), 'q_std': jnp.mean(std)})
+
+  return Critic('distributional_q', init, lambda: -jnp.ones(num), values, loss)

@@ -1,0 +1,144 @@
+"""Policy parameterization axis: what distribution family the actor is, and its own regression loss.
+
+  tanh_gaussian  a = tanh(μ(s) + σ(s) ξ), exact log-prob (Haarnoja et al. 2018, SAC)
+  deterministic  a = tanh(μ(s)) (Fujimoto et al. 2018, TD3)
+  vp_diffusion   a_k = α_k a + σ_k ε on a VP schedule, ε/x0/v-prediction (Ho et al. 2020)
+  rectified_flow a_t = (1 − t) a + t ε, velocity v = ε − a (Liu et al. 2023; Lipman et al. 2023)
+"""
+from typing import Sequence
+
+import distrax
+import gin
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from flowrl.errors import ConfigError
+from flowrl.primitives import networks, schedules
+from flowrl.primitives.base import EnvSpec, Policy, builder, primitive
+
+PREDICTIONS = ('eps', 'x0', 'v')
+
+
+def _direct_net(spec: EnvSpec, hidden, activation, outputs):
+  net = hk.without_apply_rng(hk.transform(
+      lambda obs: networks.mlp(hidden, outputs, activation, 'policy')(obs)))
+  return net, (lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))))
+
+
+@primitive('policy')
+@builder
+def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation: str = 'relu',
+                  log_std_min: float = -20.0, log_std_max: float = 2.0) -> Policy:
+  """Tanh-squashed diagonal Gaussian with state-dependent std; exact log-prob via distrax."""
+  net, init = _direct_net(spec, hidden, activation, 2 * spec.act_dim)
+
+  def distribution(params, obs):
+    mean, log_std = jnp.split(net.apply(params, obs), 2, axis=-1)
+    log_std = jnp.clip(log_std, log_std_min, log_std_max)
+    dist = distrax.Transformed(distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)),
+                               distrax.Block(distrax.Tanh(), ndims=1))
+    return dist, jnp.tanh(mean)
+
+  return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob'}), spec.act_dim, init,
+                distribution=distribution)
+
+
+@primitive('policy')
+@builder
+def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256),
+                  activation: str = 'relu') -> Policy:
+  """a = tanh(μ(s)): a point mass; exploration comes from a regularizer's noise."""
+  net, init = _direct_net(spec, hidden, activation, spec.act_dim)
+
+  def distribution(params, obs):
+    mode = jnp.tanh(net.apply(params, obs))
+    return distrax.Deterministic(mode), mode
+
+  return Policy('deterministic', frozenset({'distribution', 'deterministic'}), spec.act_dim, init,
+                distribution=distribution)
+
+
+def _chain_net(spec: EnvSpec):
+  net = hk.without_apply_rng(hk.transform(
+      lambda obs, x, t: networks.DenoiserNet(spec.act_dim)(obs, x, t)))
+  init = lambda key: net.init(key, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)),
+                              jnp.zeros((1,)))
+  return net, init
+
+
+def _regression(pred, target):
+  return jnp.mean(jnp.square(pred - target), axis=-1)
+
+
+@primitive('policy')
+@builder
+def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
+                 prediction: str = 'eps') -> Policy:
+  """Variance-preserving diffusion (Ho et al. 2020): a_k = α_k a + σ_k ε, α² + σ² = 1, on the
+  `schedule` over the sampler's K steps. The network predicts ε ('eps'), a ('x0') or
+  v = α ε − σ a ('v', Salimans & Ho 2022); fit loss: E_{k,ε} ‖f_θ(s, a_k, k/K) − target‖²
+  averaged over action dimensions. The network is `DenoiserNet` (bind its sizes there)."""
+  if prediction not in PREDICTIONS:
+    raise ConfigError(f"vp_diffusion.prediction={prediction!r} is not one of {PREDICTIONS}.")
+  net, init = _chain_net(spec)
+
+  def path(steps):
+    alpha_bar = schedule(steps)
+    return jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
+
+  def to_eps_x0(out, x_t, alpha, sigma):
+    if prediction == 'eps':
+      return out, (x_t - sigma * out) / alpha
+    if prediction == 'x0':
+      return (x_t - alpha * out) / sigma, out
+    return sigma * x_t + alpha * out, alpha * x_t - sigma * out
+
+  def noised(a0, key, steps):
+    k_key, e_key = jax.random.split(key)
+    k = jax.random.randint(k_key, a0.shape[:-1] + (1,), 1, steps + 1)
+    alphas, sigmas = path(steps)
+    eps = jax.random.normal(e_key, a0.shape)
+    alpha, sigma = alphas[k], sigmas[k]
+    return alpha * a0 + sigma * eps, k[..., 0] / steps, eps, alpha, sigma
+
+  def fit_loss(params, obs, a0, key, steps):
+    x_t, t, eps, alpha, sigma = noised(a0, key, steps)
+    out = net.apply(params, obs, x_t, t)
+    target = {'eps': eps, 'x0': a0, 'v': alpha * eps - sigma * a0}[prediction]
+    return _regression(out, target)
+
+  return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score'}), spec.act_dim, init,
+                predict=net.apply, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
+                noised=noised)
+
+
+@primitive('policy')
+@builder
+def rectified_flow(spec: EnvSpec) -> Policy:
+  """Rectified flow / conditional flow matching (Liu et al. 2023; Lipman et al. 2023):
+  a_t = (1 − t) a + t ε, t ~ U(0, 1); the network predicts the velocity v = ε − a;
+  fit loss E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0."""
+  net, init = _chain_net(spec)
+
+  def path(steps):
+    t = jnp.linspace(0.0, 1.0, steps + 1)
+    return 1.0 - t, t
+
+  def to_eps_x0(out, x_t, alpha, sigma):
+    # x_t = α x0 + σ ε with α = 1 − t, σ = t and v = ε − x0.
+    return x_t + alpha * out, x_t - sigma * out
+
+  def noised(a0, key, steps):
+    t_key, e_key = jax.random.split(key)
+    t = jax.random.uniform(t_key, a0.shape[:-1] + (1,))
+    eps = jax.random.normal(e_key, a0.shape)
+    return (1 - t) * a0 + t * eps, t[..., 0], eps, 1 - t, t
+
+  def fit_loss(params, obs, a0, key, steps):
+    x_t, t, eps, _, _ = noised(a0, key, steps)
+    return _regression(net.apply(params, obs, x_t, t), eps - a0)
+
+  return Policy('rectified_flow', frozenset({'chain', 'velocity'}), spec.act_dim, init,
+                predict=net.apply, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
+                noised=noised)

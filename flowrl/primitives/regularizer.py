@@ -1,0 +1,146 @@
+"""Regularizer axis: what keeps the policy from collapsing. A regularizer may own state (a
+temperature α with its optimizer state); it adds a term to the actor loss, a bonus to the TD
+target, and noise to actions by role ('behaviour' when collecting, 'target' in the TD target,
+'actor' in the actor's own samples). Evaluation never adds noise.
+
+  no_regularizer     nothing (DIPO: its sampler is stochastic)
+  exact_entropy      SAC (Haarnoja et al. 2018b): actor + α log π, target − α log π',
+                     α loss −log α·(log π + H*), H* = target_scale·|A|
+  estimated_entropy  DACER (Wang et al. 2024): a + noise_scale·α·N(0, I) on every sampled action;
+                     every `every` updates H is estimated by a Gaussian-mixture fit (EM, inside jit)
+                     on `num_samples` actions per state, α loss −log α·(H* − H)
+  action_noise       Gaussian action noise: behaviour (exploration; QSM, TD3) and target
+                     (TD3's target policy smoothing, clipped noise) standard deviations
+"""
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+
+from flowrl.primitives.base import Regularizer, EnvSpec, builder, primitive
+
+ROLES = ('behaviour', 'target', 'actor')
+_zero = lambda *_: 0.0
+
+
+@primitive('regularizer')
+@builder
+def no_regularizer(spec: EnvSpec) -> Regularizer:
+  """No regularization."""
+  return Regularizer('no_regularizer', frozenset(), lambda: (), _zero, _zero,
+                     lambda state, a, key, role: a, lambda state, step, aux, sample, key: (state, {}))
+
+
+class Temperature:
+  """α = exp(log α) with its own Adam, shared by the two entropy regularizers."""
+
+  def __init__(self, alpha_init, learning_rate):
+    self.opt = optax.adam(learning_rate)
+    self.alpha_init = alpha_init
+
+  def init(self):
+    log_alpha = jnp.log(jnp.asarray(self.alpha_init, jnp.float32))
+    return {'log_alpha': log_alpha, 'opt': self.opt.init(log_alpha)}
+
+  def step(self, state, gap):
+    """One Adam step on the loss −log α · sg(gap) with gap = H* − H: α grows while the entropy H
+    is below its target H* (SAC: H = −mean log π; DACER: the GMM estimate)."""
+    grad = jax.grad(lambda la: -la * jax.lax.stop_gradient(gap))(state['log_alpha'])
+    updates, opt = self.opt.update(grad, state['opt'])
+    return {'log_alpha': optax.apply_updates(state['log_alpha'], updates), 'opt': opt}
+
+
+def alpha(state):
+  return jnp.exp(jax.lax.stop_gradient(state['log_alpha']))
+
+
+@primitive('regularizer')
+@builder
+def exact_entropy(spec: EnvSpec, alpha_init: float = 1.0, learning_rate: float = 3e-4,
+                  target_scale: float = -1.0) -> Regularizer:
+  """Maximum entropy with the policy's exact log-prob and automatic temperature."""
+  temp, target = Temperature(alpha_init, learning_rate), target_scale * spec.act_dim
+
+  def update(state, step, aux, sample, key):
+    log_prob = jnp.mean(aux['log_prob'])
+    new = temp.step(state, log_prob + target)
+    return new, {'alpha': alpha(new), 'entropy': -log_prob}
+
+  return Regularizer(
+      'exact_entropy', frozenset({'exact_logprob', 'logprob'}), temp.init,
+      actor_loss=lambda state, aux: alpha(state) * jnp.mean(aux['log_prob']),
+      target_bonus=lambda state, next_log_prob: -alpha(state) * next_log_prob,
+      perturb=lambda state, a, key, role: a, update=update)
+
+
+def gmm_entropy(x, key, components: int = 3, iterations: int = 30, reg: float = 1e-6):
+  """Entropy of a Gaussian mixture fitted to samples x [N, D] by EM (inside jit, fixed iterations),
+  as DACER estimates its policy's entropy: H ≈ −Σ_k w_k log w_k + Σ_k w_k H(N(μ_k, Σ_k))."""
+  n, d = x.shape
+  eye = reg * jnp.eye(d)
+  means = x[jax.random.choice(key, n, (components,), replace=False)]
+  covs = jnp.broadcast_to(jnp.cov(x.T).reshape(d, d) + eye, (components, d, d))
+  weights = jnp.full((components,), 1.0 / components)
+
+  def em(_, params):
+    weights, means, covs = params
+    log_p = jax.vmap(lambda m, c: distrax.MultivariateNormalFullCovariance(m, c).log_prob(x))(
+        means, covs)                                                            # [K, N]
+    resp = jax.nn.softmax(jnp.log(weights)[:, None] + log_p, axis=0)
+    nk = jnp.sum(resp, axis=1) + 1e-10
+    means = resp @ x / nk[:, None]
+    diff = x[None] - means[:, None]                                              # [K, N, D]
+    covs = jnp.einsum('kn,kni,knj->kij', resp, diff, diff) / nk[:, None, None] + eye
+    return nk / n, means, covs
+
+  weights, means, covs = jax.lax.fori_loop(0, iterations, em, (weights, means, covs))
+  comp = jax.vmap(lambda m, c: distrax.MultivariateNormalFullCovariance(m, c).entropy())(means, covs)
+  return -jnp.sum(weights * jnp.log(weights + 1e-12)) + jnp.sum(weights * comp)
+
+
+@primitive('regularizer')
+@builder
+def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: float = 0.03,
+                      target_scale: float = -0.9, noise_scale: float = 0.1, num_samples: int = 200,
+                      components: int = 3, every: int = 10000) -> Regularizer:
+  """DACER's entropy regulator for policies without a log-prob: α-scaled action noise, α tuned
+  every `every` updates on a GMM entropy estimate over `num_samples` actions per state."""
+  temp, target = Temperature(alpha_init, learning_rate), target_scale * spec.act_dim
+
+  def perturb(state, a, key, role):
+    return jnp.clip(a + noise_scale * alpha(state) * jax.random.normal(key, a.shape), -1.0, 1.0)
+
+  def update(state, step, aux, sample_many, key):
+    def estimate_and_step(state):
+      s_key, g_key = jax.random.split(key)
+      actions = sample_many(s_key, num_samples)                                  # [B, n, A]
+      keys = jax.random.split(g_key, actions.shape[0])
+      entropy = jnp.mean(jax.vmap(lambda a, k: gmm_entropy(a, k, components))(actions, keys))
+      return temp.step(state, target - entropy), entropy
+
+    state, entropy = jax.lax.cond(step % every == 0, estimate_and_step,
+                                  lambda s: (s, jnp.float32(jnp.nan)), state)
+    return state, {'alpha': alpha(state), 'entropy_estimate': entropy}
+
+  return Regularizer('estimated_entropy', frozenset(), temp.init, _zero, _zero,
+                     perturb, update)
+
+
+@primitive('regularizer')
+@builder
+def action_noise(spec: EnvSpec, behaviour_std: float = 0.1, target_std: float = 0.0,
+                 target_clip: float = 0.5) -> Regularizer:
+  """Gaussian noise on collected actions (exploration) and, clipped to ±target_clip, on the TD
+  target's next action (TD3's target policy smoothing); results clipped to [−1, 1]."""
+  stds = {'behaviour': behaviour_std, 'target': target_std, 'actor': 0.0}
+
+  def perturb(state, a, key, role):
+    if not stds[role]:
+      return a
+    noise = stds[role] * jax.random.normal(key, a.shape)
+    if role == 'target':
+      noise = jnp.clip(noise, -target_clip, target_clip)
+    return jnp.clip(a + noise, -1.0, 1.0)
+
+  return Regularizer('action_noise', frozenset(), lambda: (), _zero, _zero, perturb,
+                     lambda state, step, aux, sample, key: (state, {}))

@@ -1,0 +1,135 @@
+"""Sampler axis: how an action is drawn from a policy.
+
+A chain sampler walks a policy's Gaussian path x_k = α_k a + σ_k ε from k = K (noise) to 0 with a
+per-step rule; every rule reads the network through the policy's `to_eps_x0`, so one rule serves
+every parameterization that provides what it requires.
+
+  direct  a ~ π(·|s) (reparameterized, with log-prob where the policy has one)
+  ddpm    ancestral sampling from q(x_{k−1} | x_k, x̂0) (Ho et al. 2020), x̂0 clipped to [−1, 1]
+  ddim    x_{k−1} = α_{k−1} x̂0 + sqrt(σ²_{k−1} − c²) ε̂ + c z, c = η·σ_ddpm (Song et al. 2021)
+  euler   x_{t−Δ} = x_t − Δ·v_θ(s, x_t, t), the flow ODE (Liu et al. 2023)
+
+`sampler(rule, steps, best_of, eval_best_of)` sets the step count and best-of-N by the critic
+(`best_of_n`), which wraps any rule. Every action leaving a sampler lies in [−1, 1].
+"""
+from typing import Callable
+
+import gin
+import jax
+import jax.numpy as jnp
+
+from flowrl.primitives.base import Sampler, SampleOut, primitive
+
+
+def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False) -> SampleOut:
+  """One action per observation from sampler `s` (no best-of-N)."""
+  return s.sample(policy, params, obs, key, s.steps, deterministic)
+
+
+def best_of_n(sample: Callable, q: Callable, obs, key, n: int):
+  """Draw n candidates per state with n independent keys and keep, per state, the candidate of
+  highest min-ensemble Q. sample: (obs, key) -> [B, A]; q: (obs, act) -> [E, ...]. Returns [B, A]."""
+  keys = jax.random.split(key, n)
+  cands = jnp.swapaxes(jax.vmap(lambda k: sample(obs, k))(keys), 0, 1)        # [B, n, A]
+  obs_n = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (n,) + obs.shape[1:])
+  best = jnp.argmax(jnp.min(q(obs_n, cands), axis=0), axis=1)                    # [B]
+  return jnp.take_along_axis(cands, best[:, None, None], axis=1)[:, 0]
+
+
+def _run_chain(step_rule, policy, params, obs, key, steps):
+  """x_K ~ N(0, I); for k = K..1: x_{k−1} = step_rule(x_k, k, out, ...); returns clip(x_0)."""
+  alphas, sigmas = policy.path(steps)
+  init_key, key = jax.random.split(key)
+  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+
+  def body(x, inputs):
+    k, step_key = inputs
+    out = policy.predict(params, obs, x, jnp.full(x.shape[:-1], k / steps))
+    x = step_rule(x, out, alphas[k], sigmas[k], alphas[k - 1], sigmas[k - 1], step_key)
+    return x, None
+
+  ks = jnp.arange(steps, 0, -1)
+  x, _ = jax.lax.scan(body, x, (ks, jax.random.split(key, steps)))
+  return jnp.clip(x, -1.0, 1.0)
+
+
+def _posterior(a_t, s_t, a_s, s_s):
+  """Coefficients of q(x_s | x_t, x0) = N(c0 x0 + ct x_t, var) for a Gaussian path, s < t."""
+  a_ts = a_t / a_s
+  s2_ts = s_t ** 2 - a_ts ** 2 * s_s ** 2
+  c0 = a_s * s2_ts / s_t ** 2
+  ct = a_ts * s_s ** 2 / s_t ** 2
+  return c0, ct, s2_ts * s_s ** 2 / s_t ** 2
+
+
+def _chain_rule(name, requires, make_step):
+  def sample(policy, params, obs, key, steps, deterministic):
+    step = make_step(policy)
+    return SampleOut(_run_chain(step, policy, params, obs, key, steps))
+  return Sampler(name, frozenset({'differentiable'}), frozenset(requires), sample, steps=1)
+
+
+@primitive('sampler')
+def ddpm(clip_denoised: bool = True) -> Sampler:
+  """DDPM ancestral sampling (Ho et al. 2020) on any path with decreasing SNR; x̂0 clipped."""
+
+  def make_step(policy):
+    def step(x, out, a_t, s_t, a_s, s_s, key):
+      _, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+      x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
+      c0, ct, var = _posterior(a_t, s_t, a_s, s_s)
+      return c0 * x0 + ct * x + jnp.sqrt(var) * jax.random.normal(key, x.shape)
+    return step
+
+  return _chain_rule('ddpm', {'vp_path'}, make_step)
+
+
+@primitive('sampler')
+def ddim(eta: float = 0.0, clip_denoised: bool = True) -> Sampler:
+  """DDIM (Song et al. 2021): deterministic at η = 0, DDPM's variance at η = 1."""
+
+  def make_step(policy):
+    def step(x, out, a_t, s_t, a_s, s_s, key):
+      eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+      x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
+      c = eta * jnp.sqrt(_posterior(a_t, s_t, a_s, s_s)[2])
+      dir_scale = jnp.sqrt(jnp.maximum(s_s ** 2 - c ** 2, 0.0))
+      return a_s * x0 + dir_scale * eps + c * jax.random.normal(key, x.shape)
+    return step
+
+  return _chain_rule('ddim', {'vp_path'}, make_step)
+
+
+@primitive('sampler')
+def euler() -> Sampler:
+  """Euler integration of the flow ODE dx/dt = v_θ(s, x, t) from t = 1 to t = 0."""
+
+  def make_step(policy):
+    def step(x, out, a_t, s_t, a_s, s_s, key):
+      return x - (s_t - s_s) * out        # σ_t = t on the rectified path, so Δt = σ_t − σ_s
+    return step
+
+  return _chain_rule('euler', {'velocity'}, make_step)
+
+
+@primitive('sampler')
+def direct() -> Sampler:
+  """a ~ π(·|s) by reparameterization (mode when deterministic), with its log-prob."""
+
+  def sample(policy, params, obs, key, steps, deterministic):
+    dist, mode = policy.distribution(params, obs)
+    if deterministic:
+      return SampleOut(mode, None)
+    action, log_prob = dist.sample_and_log_prob(seed=key)
+    return SampleOut(action, log_prob)
+
+  return Sampler('direct', frozenset({'differentiable', 'logprob'}), frozenset({'distribution'}),
+                 sample, steps=1)
+
+
+@gin.configurable(module='flowrl')
+def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
+            eval_best_of: int = 1) -> Sampler:
+  """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
+  (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection."""
+  return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of)

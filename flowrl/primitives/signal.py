@@ -1,0 +1,97 @@
+"""Policy-improvement signal axis: which gradient makes the actor better.
+
+  reparam_q          L = −mean Q̄(s, a_θ(s, ξ)), backpropagated through the sampler (SAC;
+                     DACER and Diffusion-QL through the whole denoising chain). Q̄ = min over E.
+  deterministic_pg   L = −mean Q_1(s, π_θ(s)) (Silver et al. 2014; TD3 uses the first critic).
+  action_gradient    DIPO (Yang et al. 2023): replay actions ascend Q with Adam for N steps
+                     (gradient of −Σ_b Q̄ clipped to global norm ratio·|A|, actions clipped to the box),
+                     are written back to the buffer, and the policy fits them with its own loss.
+  q_score_matching   QSM (Psenka et al. 2024): on noised replay actions a_k = α_k a + σ_k ε,
+                     L = mean_b mean_A (ε̂_θ(s, a_k, k) − ε*)², with ε* = −M_q·mean_e ∇ₐQ_e(s, a_k)
+                     (official), or with `normalize`, ε* = −σ_k ∇ₐQ̄/(τ·mean|∇ₐQ̄|) (flow-rl).
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flowrl.primitives.base import ActorInputs, Signal, primitive
+from flowrl.primitives.sampler import draw
+
+
+def _q_through_sample(q_member: Optional[int]):
+  def loss(params, inp: ActorInputs, key):
+    sample_key, noise_key = jax.random.split(key)
+    out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key)
+    action = inp.perturb(out.action, noise_key)
+    q = inp.q(inp.obs, action)
+    q = jnp.min(q, axis=0) if q_member is None else q[q_member]
+    return -jnp.mean(q), {'log_prob': out.log_prob, 'q_policy': jnp.mean(q)}
+  return loss
+
+
+@primitive('signal')
+def reparam_q() -> Signal:
+  """−Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step."""
+  return Signal('reparam_q', frozenset({'differentiable'}), _q_through_sample(None))
+
+
+@primitive('signal')
+def deterministic_pg(critic_member: int = 0) -> Signal:
+  """Deterministic policy gradient on one critic member (TD3: the first)."""
+  return Signal('deterministic_pg', frozenset({'deterministic', 'differentiable'}),
+                _q_through_sample(critic_member))
+
+
+def ascend_actions(q, obs, actions, steps: int, learning_rate: float, max_norm: float):
+  """DIPO's action gradient: `steps` Adam steps (eps 1e-5, as the official code) on −Σ_b Q̄(s, a)
+  with the gradient clipped to global norm `max_norm`, actions clipped to [−1, 1] after each."""
+  opt = optax.chain(optax.clip_by_global_norm(max_norm), optax.adam(learning_rate, eps=1e-5))
+  grad_fn = jax.grad(lambda a: -jnp.sum(jnp.min(q(obs, a), axis=0)))
+
+  def body(carry, _):
+    a, opt_state = carry
+    updates, opt_state = opt.update(grad_fn(a), opt_state)
+    return (jnp.clip(optax.apply_updates(a, updates), -1.0, 1.0), opt_state), None
+
+  (actions, _), _ = jax.lax.scan(body, (actions, opt.init(actions)), None, length=steps)
+  return actions
+
+
+@primitive('signal')
+def action_gradient(steps: int = 20, learning_rate: float = 0.03, norm_ratio: float = 0.1) -> Signal:
+  """DIPO: improve the buffer's actions by gradient ascent on Q, write them back, fit them."""
+
+  def loss(params, inp: ActorInputs, key):
+    act_dim = inp.improved_action.shape[-1]
+    improved = jax.lax.stop_gradient(ascend_actions(
+        inp.q, inp.obs, inp.improved_action, steps, learning_rate, norm_ratio * act_dim))
+    fit = inp.policy.fit_loss(params, inp.obs, improved, key, inp.sampler.steps)
+    moved = jnp.mean(jnp.linalg.norm(improved - inp.improved_action, axis=-1))
+    return jnp.mean(fit), {'improved_action': improved, 'action_shift': moved}
+
+  return Signal('action_gradient', frozenset({'chain'}), loss)
+
+
+@primitive('signal')
+def q_score_matching(score_scale: float = 50.0, normalize: bool = False,
+                     temperature: float = 0.1) -> Signal:
+  """QSM: match the policy's noise prediction to the critic's action gradient at noised replay
+  actions (gradient taken at the point clipped to the action box)."""
+
+  def loss(params, inp: ActorInputs, key):
+    policy = inp.policy
+    x_t, t, _, alpha, sigma = policy.noised(inp.action, key, inp.sampler.steps)
+    at = jnp.clip(x_t, -1.0, 1.0)
+    if normalize:
+      dq = jax.grad(lambda a: jnp.sum(jnp.min(inp.q(inp.obs, a), axis=0)))(at)
+      target = -sigma * dq / (temperature * jnp.mean(jnp.abs(dq)) + 1e-8)
+    else:
+      dq = jax.grad(lambda a: jnp.sum(jnp.mean(inp.q(inp.obs, a), axis=0)))(at)
+      target = -score_scale * dq
+    target = jax.lax.stop_gradient(target)
+    eps_hat, _ = policy.to_eps_x0(policy.predict(params, inp.obs, x_t, t), x_t, alpha, sigma)
+    return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
+
+  return Signal('q_score_matching', frozenset({'score'}), loss)

@@ -1,0 +1,147 @@
+"""Train a method: python -m flowrl.run --gin=gin/dipo.gin [--gin=gin/env/dmc.gin] [--bind 'k=v']...
+
+  --list            print every primitive per axis with its parameters
+  --resume RUN_DIR  continue a run from its newest checkpoint with its saved config
+  --logdir DIR      parent folder of run folders (default: runs/)
+
+Bad input (unknown gin name, malformed --bind, unknown env, illegal mix, missing file) prints one
+sentence to stderr and exits with status 2; a run whose loss turns NaN stops with status 3 and
+keeps its last finite checkpoint.
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_NAME = 'config.gin'
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog='python -m flowrl.run', description=__doc__.splitlines()[0])
+  p.add_argument('--gin', action='append', default=[], help='gin file (repeatable)')
+  p.add_argument('--bind', action='append', default=[], help="gin binding 'name.param=value'")
+  p.add_argument('--list', action='store_true', help='list primitives per axis and exit')
+  p.add_argument('--resume', metavar='RUN_DIR', help='continue this run from its checkpoint')
+  p.add_argument('--logdir', default='runs', help='parent folder of run folders')
+  p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+  return p
+
+
+def list_primitives() -> str:
+  from flowrl.primitives import REGISTRY
+  from flowrl.primitives.base import describe
+  lines = []
+  for axis, entries in REGISTRY.items():
+    lines.append(f'{axis}:')
+    lines += [f'  {describe(fn)}' for fn in entries.values()]
+  return '\n'.join(lines)
+
+
+def _one_sentence(err: Exception) -> str:
+  text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+  return text if text.endswith('.') else text + '.'
+
+
+def parse_config(gin_files, bindings):
+  """Parse gin files and bindings; every failure becomes a ConfigError of one sentence."""
+  import gin
+  import flowrl.primitives  # noqa: F401  (registers configurables)
+  import flowrl.compose.train_step  # noqa: F401
+  import flowrl.envs  # noqa: F401
+  from flowrl.errors import ConfigError
+  gin.add_config_file_search_path(REPO_ROOT)
+  gin.clear_config()
+  if not gin_files:
+    raise ConfigError('no method given; pass --gin=gin/<method>.gin (see gin/ for the list).')
+  for path in gin_files:
+    if not os.path.exists(path) and not os.path.exists(os.path.join(REPO_ROOT, path)):
+      raise ConfigError(f'gin file {path!r} does not exist.')
+  try:
+    files = [p if os.path.exists(p) else os.path.join(REPO_ROOT, p) for p in gin_files]
+    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+  except Exception as e:
+    raise ConfigError(f'cannot parse {", ".join(gin_files)}: {_one_sentence(e)}') from None
+  for b in bindings:
+    if '=' not in b:
+      raise ConfigError(f"malformed --bind {b!r}; expected 'name.param=value', "
+                        f"e.g. --bind 'train.total_frames=10000'.")
+    try:
+      gin.parse_config(b)
+    except Exception as e:
+      raise ConfigError(f'bad --bind {b!r}: {_one_sentence(e)}') from None
+
+
+def build(seed_override=None):
+  """From the parsed gin config: the compiled agent, the train config and the env name."""
+  import gin
+  from flowrl.compose.agent import compile_method
+  from flowrl.compose.method import method
+  from flowrl.compose.train_step import train
+  from flowrl.envs import env, make_env
+  from flowrl.errors import ConfigError
+  from flowrl.primitives.base import EnvSpec
+  try:
+    m = method()
+    cfg = train()
+    env_name = env()
+  except ConfigError:
+    raise
+  except Exception as e:
+    raise ConfigError(f'invalid configuration: {_one_sentence(e)}') from None
+  probe = make_env(env_name, 0)
+  spec = EnvSpec(probe.observation_space.shape[0], probe.action_space.shape[0])
+  probe.close()
+  agent = compile_method(m, spec)
+  gin.finalize()
+  return agent, cfg, env_name
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  from flowrl.errors import ConfigError
+  if args.list:
+    import flowrl.primitives  # noqa: F401
+    print(list_primitives())
+    return 0
+  try:
+    if args.resume:
+      config = os.path.join(args.resume, CONFIG_NAME)
+      if not os.path.exists(config):
+        raise ConfigError(f'{args.resume!r} is not a run folder (it has no {CONFIG_NAME}).')
+      parse_config([config], args.bind)
+      run_dir = args.resume
+    else:
+      parse_config(args.gin, args.bind)
+    agent, cfg, env_name = build()
+  except ConfigError as e:
+    print(f'flowrl: {e}', file=sys.stderr)
+    return 2
+  import gin
+  from flowrl.compose.offpolicy import TrainingDiverged, run
+  if not args.resume:
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    run_dir = os.path.join(args.logdir, f'{agent.method.name}-{env_name.replace(":", "_")}-'
+                                        f's{cfg.seed}-{stamp}')
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, CONFIG_NAME), 'w') as f:   # every binding, for --resume
+      f.write(gin.config_str())
+    with open(os.path.join(run_dir, 'operative_config.gin'), 'w') as f:  # values actually used
+      f.write(gin.operative_config_str())
+  print(f'run folder: {run_dir}', file=sys.stderr)
+  try:
+    summary = run(agent, cfg, env_name, run_dir, resume=bool(args.resume),
+                  progress=not args.no_progress)
+  except TrainingDiverged as e:
+    print(f'flowrl: {e}', file=sys.stderr)
+    return 3
+  print(f"done: {summary['frames']} frames, last eval return {summary['eval_return']:.1f}, "
+        f"logs in {run_dir}", file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,37 @@
+"""flowrl: RL with diffusion and flow-model policies, composed from primitives (JAX)."""
+from setuptools import find_packages, setup
+
+# Exact versions installed together and exercised on this project's machines (Python 3.11, CPU).
+REQUIRED = [
+    'jax[cpu]==0.10.2',
+    'dm-haiku==0.0.17',
+    'optax==0.2.8',
+    'rlax==0.1.9',
+    'distrax==0.1.9',
+    'chex==0.1.92',
+    'gin-config==0.5.0',
+    'gymnasium[mujoco]==1.4.0',
+    'mujoco==3.17.0',          # not 4.x: dm_control 1.0.50 needs the 3.x bindings
+    'dm_control==1.0.50',
+    'numpy==2.4.6',
+    'scipy==1.17.1',
+    'tensorboardX==2.6.5',
+    'tqdm==4.70.1',
+    'matplotlib==3.11.2',
+    'rliable==1.2.0',
+    'orbax-checkpoint==0.12.8',
+]
+
+setup(
+    name='flowrl',
+    version='0.1.0',
+    description='Reinforcement learning with diffusion and flow-model policies, composed from primitives.',
+    packages=find_packages(include=['flowrl', 'flowrl.*']),
+    python_requires='>=3.11',
+    install_requires=REQUIRED,
+    extras_require={
+        'dev': ['pytest==9.2.0'],
+        'ray': ['ray[tune]==2.60.0'],
+        'mjx': ['mujoco-mjx==3.17.0'],
+    },
+)
