@@ -36,16 +36,31 @@ class RunLog:
       w.writerows(keep)
 
   def write(self, name: str, frame: int, values: Dict[str, float]) -> None:
+    """Append a row; if it brings new columns (metrics appear once updates start), the file is
+    rewritten with the union of columns."""
     path = self._path(name)
     row = {'frame': frame, **{k: float(v) for k, v in values.items()}}
-    new = not os.path.exists(path)
-    with open(path, 'a', newline='') as f:
-      w = csv.DictWriter(f, fieldnames=list(row.keys()))
-      if new:
+    rows = []
+    if os.path.exists(path):
+      with open(path) as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        if set(row) - set(header):
+          rows = list(reader)
+    else:
+      header = []
+    if rows or not header or set(row) - set(header):
+      header = header + [k for k in row if k not in header]
+      with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=header, restval='')
         w.writeheader()
-      w.writerow(row)
+        w.writerows(rows + [row])
+    else:
+      with open(path, 'a', newline='') as f:
+        csv.DictWriter(f, fieldnames=header, restval='').writerow(row)
     for k, v in values.items():
-      self.tb.add_scalar(f'{name}/{k}', float(v), frame)
+      if np.isfinite(v):
+        self.tb.add_scalar(f'{name}/{k}', float(v), frame)
 
   def close(self):
     self.tb.close()
@@ -53,7 +68,8 @@ class RunLog:
 
 def read_csv(path: str):
   with open(path) as f:
-    return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return [{k: float(v) if v != '' else float('nan') for k, v in r.items()}
+            for r in csv.DictReader(f)]
 
 
 def plot_learning_curve(run_dir: str, title: str) -> str:

@@ -47,7 +47,7 @@ class Temperature:
     is below its target H* (SAC: H = −mean log π; DACER: the GMM estimate)."""
     grad = jax.grad(lambda la: -la * jax.lax.stop_gradient(gap))(state['log_alpha'])
     updates, opt = self.opt.update(grad, state['opt'])
-    return {'log_alpha': optax.apply_updates(state['log_alpha'], updates), 'opt': opt}
+    return {**state, 'log_alpha': optax.apply_updates(state['log_alpha'], updates), 'opt': opt}
 
 
 def alpha(state):
@@ -110,19 +110,21 @@ def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: flo
   def perturb(state, a, key, role):
     return jnp.clip(a + noise_scale * alpha(state) * jax.random.normal(key, a.shape), -1.0, 1.0)
 
+  def init():
+    return {**temp.init(), 'entropy': jnp.float32(0.0)}   # the latest estimate, as DACER keeps it
+
   def update(state, step, aux, sample_many, key):
     def estimate_and_step(state):
       s_key, g_key = jax.random.split(key)
       actions = sample_many(s_key, num_samples)                                  # [B, n, A]
       keys = jax.random.split(g_key, actions.shape[0])
       entropy = jnp.mean(jax.vmap(lambda a, k: gmm_entropy(a, k, components))(actions, keys))
-      return temp.step(state, target - entropy), entropy
+      return {**temp.step(state, target - entropy), 'entropy': entropy}
 
-    state, entropy = jax.lax.cond(step % every == 0, estimate_and_step,
-                                  lambda s: (s, jnp.float32(jnp.nan)), state)
-    return state, {'alpha': alpha(state), 'entropy_estimate': entropy}
+    state = jax.lax.cond(step % every == 0, estimate_and_step, lambda s: s, state)
+    return state, {'alpha': alpha(state), 'entropy_estimate': state['entropy']}
 
-  return Regularizer('estimated_entropy', frozenset(), temp.init, _zero, _zero,
+  return Regularizer('estimated_entropy', frozenset(), init, _zero, _zero,
                      perturb, update)
 
 

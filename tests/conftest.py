@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+import flowrl.primitives  # noqa: E402,F401  (registers gin configurables)
+from flowrl.primitives.base import EnvSpec  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'learning: a short training run that must improve return '
+                          '(slow; runs in CI within its budget; deselect with -m "not learning")')
+
+
+@pytest.fixture
+def key():
+  return jax.random.PRNGKey(0)
+
+
+@pytest.fixture
+def spec():
+  return EnvSpec(obs_dim=3, act_dim=2)
