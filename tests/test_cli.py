@@ -1,0 +1,70 @@
+"""`python -m flowrl.run` on bad input: one sentence on stderr, exit 2, no traceback; a run whose
+loss turns NaN stops with exit 3 and keeps its last finite checkpoint."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, cwd=ROOT, timeout=240):
+  env = {**os.environ, 'MUJOCO_GL': 'egl'}
+  return subprocess.run([sys.executable, '-m', 'flowrl.run', *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('args,words', [
+    (['--gin=gin/nope.gin'], ["gin file 'gin/nope.gin' does not exist"]),
+    (['--gin=gin/sac.gin', '--bind', 'nosuch.param=1'], ['nosuch']),
+    (['--gin=gin/sac.gin', '--bind', 'train.total_frames'], ['malformed --bind', "'name.param=value'"]),
+    (['--gin=gin/sac.gin', '--bind', 'train.total_frmes=5'], ['total_frmes']),
+    (['--gin=gin/sac.gin', '--bind', 'env.name="Nope-v0"'], ["unknown environment 'Nope-v0'", 'HalfCheetah-v5']),
+    (['--gin=gin/sac.gin', '--bind', 'env.name="dmc:cheetah-fly"'], ["unknown environment 'dmc:cheetah-fly'", 'dmc:cheetah-run']),
+    (['--gin=gin/qsm.gin', '--bind', 'Method.policy=@tanh_gaussian()'],
+     ["sampler 'ddpm'", "policy 'tanh_gaussian' does not provide", 'vp_diffusion']),
+    (['--gin=gin/sac.gin', '--bind', 'sampler.rule=@no_such_sampler()'], ['no_such_sampler']),
+    ([], ['no method given']),
+    (['--resume', '/tmp/not-a-run-folder'], ['not a run folder']),
+])
+def test_bad_input_fails_with_one_sentence(args, words):
+  out = run(*args)
+  assert out.returncode == 2, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith('flowrl:')]
+  assert len(lines) == 1, out.stderr
+  assert 'Traceback' not in out.stderr
+  for w in words:
+    assert w in lines[0], (w, lines[0])
+
+
+def test_list_prints_every_axis_with_parameters():
+  out = run('--list')
+  assert out.returncode == 0
+  for w in ('policy:', 'sampler:', 'signal:', 'regularizer:', 'critic:', 'vp_diffusion(',
+            'ddpm(clip_denoised=True)', 'q_score_matching(score_scale=50.0', 'exact_entropy(',
+            'distributional_q(', 'action_gradient(steps=20'):
+    assert w in out.stdout, w
+
+
+def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
+  out = run('--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin', '--no-progress',
+            '--bind', 'train.total_frames=600', '--bind', 'train.random_frames=200',
+            '--bind', 'train.learning_starts=250', '--bind', 'train.checkpoint_every=200',
+            '--bind', 'train.log_every=100', '--bind', 'train.eval_every=100000',
+            '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
+            '--bind', 'critic_optimizer.learning_rate=1e30', '--bind', 'Method.reward_scale=1e30',
+            '--logdir', str(tmp_path))
+  assert out.returncode == 3, out.stderr
+  assert 'training diverged' in out.stderr and 'Traceback' not in out.stderr
+  (run_dir,) = [tmp_path / d for d in os.listdir(tmp_path)]
+  steps = sorted(int(d) for d in os.listdir(run_dir / 'checkpoints') if d.isdigit())
+  assert steps == [200]
+  import jax
+  from flowrl.compose import checkpoint
+  from flowrl import run as cli
+  cli.parse_config([str(run_dir / 'config.gin')], [])
+  agent, cfg, _ = cli.build()
+  from flowrl.compose.train_step import init_loop
+  loop, host = checkpoint.restore(checkpoint.manager(str(run_dir)), init_loop(agent, cfg))
+  assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)

@@ -1,0 +1,38 @@
+"""Each spine method learns Pendulum-v1 (random policy ≈ −1500; solved ≈ −150) in 8k frames with
+reduced networks: the last evaluation (5 episodes) must exceed −400 and beat the first by ≥ 600.
+The runs are seeded, so on this machine kind they give the same numbers every time
+(measured: SAC −141, TD3 −144, DIPO −168, QSM −164, DACER −174 after 8k frames)."""
+import csv
+import os
+
+import pytest
+
+from flowrl import run as cli
+from flowrl.compose import offpolicy
+
+COMMON = ['train.total_frames=8000', 'train.random_frames=1000', 'train.learning_starts=1000',
+          'train.eval_every=2000', 'train.eval_episodes=5', 'train.checkpoint_every=8000',
+          'DenoiserNet.hidden=(128, 128)', 'DenoiserNet.obs_hidden=()', 'DenoiserNet.time_dim=16',
+          'ensemble_q.hidden=(128, 128)', 'distributional_q.hidden=(128, 128)']
+EXTRA = {
+    'sac': [], 'qsm': [],
+    'td3': [],                                       # random_frames 1000 from COMMON (not 25k)
+    'dipo': ['sampler.steps=10'],
+    'dacer': ['sampler.steps=10', 'estimated_entropy.every=1000',
+              'estimated_entropy.num_samples=50'],
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize('name', list(EXTRA))
+def test_method_learns_pendulum(name, tmp_path):
+  cli.parse_config([os.path.join(ROOT, 'gin', f'{name}.gin'),
+                    os.path.join(ROOT, 'gin', 'env', 'pendulum.gin')], COMMON + EXTRA[name])
+  agent, cfg, env_name = cli.build()
+  offpolicy.run(agent, cfg, env_name, str(tmp_path), progress=False)
+  with open(tmp_path / 'eval.csv') as f:
+    returns = [float(r['return_mean']) for r in csv.DictReader(f)]
+  assert len(returns) == 4
+  assert returns[-1] > -400, returns
+  assert returns[-1] - returns[0] >= 600, returns

@@ -1,0 +1,130 @@
+"""The off-policy loop: deterministic per seed, resumes identically, bootstraps on truncation,
+stores terminations, and writes DIPO's improved actions beside (not over) the taken ones."""
+import csv
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from flowrl.compose import checkpoint, compile_method, method, offpolicy
+from flowrl.compose.train_step import TrainConfig, init_loop
+from flowrl.envs import make_env
+from flowrl.primitives import critic, parameterization as P, regularizer as R, sampler as S, signal as G
+from flowrl.primitives.base import EnvSpec
+
+SAC = method(P.tanh_gaussian(hidden=(8,)), S.sampler(S.direct()), G.reparam_q(),
+             R.exact_entropy(), critic.ensemble_q(hidden=(8,)), name='sac')
+CFG = TrainConfig(total_frames=600, random_frames=100, learning_starts=100, batch_size=16,
+                  buffer_size=1000, eval_every=300, eval_episodes=1, log_every=100,
+                  checkpoint_every=300, seed=3)
+
+
+def _rows(run_dir, name):
+  with open(os.path.join(run_dir, f'{name}.csv')) as f:
+    return [{k: v for k, v in r.items() if k != 'frames_per_second'} for r in csv.DictReader(f)]
+
+
+def _agent(m, env='Pendulum-v1'):
+  e = make_env(env)
+  return compile_method(m, EnvSpec(e.observation_space.shape[0], e.action_space.shape[0]))
+
+
+@pytest.fixture(scope='module')
+def sac_runs(tmp_path_factory):
+  """Two uninterrupted runs with one seed, and one killed after its first checkpoint + resumed."""
+  agent = _agent(SAC)
+  base = tmp_path_factory.mktemp('loop')
+  dirs = {k: str(base / k) for k in ('a', 'b', 'killed')}
+  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
+  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['b'], progress=False)
+
+  real_make_env, calls = offpolicy.make_env, {'n': 0}
+
+  def dying_env(name, seed):
+    e = real_make_env(name, seed)
+    step = e.step
+
+    def counted(action):
+      calls['n'] += 1
+      if calls['n'] == 450:          # after the checkpoint at frame 300
+        raise KeyboardInterrupt('killed')
+      return step(action)
+    e.step = counted
+    return e
+
+  offpolicy.make_env = dying_env
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], progress=False)
+  finally:
+    offpolicy.make_env = real_make_env
+  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], resume=True, progress=False)
+  return agent, dirs
+
+
+def _final(agent, run_dir):
+  loop, host = checkpoint.restore(checkpoint.manager(run_dir), init_loop(agent, CFG))
+  return loop, host
+
+
+def test_same_seed_same_numbers(sac_runs):
+  agent, dirs = sac_runs
+  assert _rows(dirs['a'], 'train') == _rows(dirs['b'], 'train')
+  assert _rows(dirs['a'], 'eval') == _rows(dirs['b'], 'eval')
+  (la, _), (lb, _) = _final(agent, dirs['a']), _final(agent, dirs['b'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, la.agent, lb.agent)
+
+
+def test_resume_after_a_kill_continues_identically(sac_runs):
+  agent, dirs = sac_runs
+  assert _rows(dirs['killed'], 'train') == _rows(dirs['a'], 'train')
+  assert _rows(dirs['killed'], 'eval') == _rows(dirs['a'], 'eval')
+  (la, ha), (lk, hk) = _final(agent, dirs['a']), _final(agent, dirs['killed'])
+  assert int(lk.frame) == 600 and ha == hk
+  jax.tree_util.tree_map(np.testing.assert_array_equal, la, lk)
+  assert os.path.exists(os.path.join(dirs['killed'], 'learning_curve.png'))
+
+
+def test_time_limit_truncation_is_not_stored_as_termination(sac_runs):
+  agent, dirs = sac_runs
+  loop, host = _final(agent, dirs['a'])
+  assert host['episodes'] >= 3                                  # 200-step Pendulum episodes ended
+  assert float(np.asarray(loop.buffer.data.terminated).sum()) == 0.0
+
+
+def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_ones(tmp_path):
+  dipo = method(P.vp_diffusion(), S.sampler(S.ddpm(), steps=2), G.action_gradient(steps=3),
+                R.no_regularizer(), critic.ensemble_q(hidden=(8,)), target_actor=True, name='dipo')
+  agent = _agent(dipo._replace(policy=P.vp_diffusion()), 'InvertedPendulum-v5')
+  cfg = CFG._replace(total_frames=300, eval_every=10_000, checkpoint_every=300, random_frames=300)
+  taken, terminations = [], []
+  real_make_env = offpolicy.make_env
+
+  def recording_env(name, seed):
+    e = real_make_env(name, seed)
+    if seed != cfg.seed:                 # the evaluation env
+      return e
+    step = e.step
+
+    def rec(action):
+      out = step(action)
+      taken.append(np.array(action))
+      terminations.append(out[2])
+      return out
+    e.step = rec
+    return e
+
+  offpolicy.make_env = recording_env
+  try:
+    offpolicy.run(agent, cfg, 'InvertedPendulum-v5', str(tmp_path), progress=False)
+  finally:
+    offpolicy.make_env = real_make_env
+  loop, _ = checkpoint.restore(checkpoint.manager(str(tmp_path)), init_loop(agent, cfg))
+  data = jax.device_get(loop.buffer.data)
+  n = len(taken)
+  assert sum(terminations) >= 3                       # random actions drop the pole quickly
+  np.testing.assert_array_equal(data.terminated[:n], np.asarray(terminations, np.float32))
+  np.testing.assert_allclose(data.action[:n], np.stack(taken), atol=1e-6)   # critic's actions intact
+  changed = np.abs(data.improved_action[:n] - data.action[:n]).max(-1) > 1e-6
+  assert 0 < changed.sum() < n                        # sampled rows were improved and written back
