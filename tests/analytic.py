@@ -45,4 +45,4 @@ def analytic_policy(base: Policy, steps: int, output: str) -> Policy:
     eps = (x - a * x0) / s
     return eps if output == 'eps' else eps - x0
 
-  return base._replace(predict=predict)
+  return base._replace(predict=predict, condition=lambda params, obs: obs, predict_cond=predict)

@@ -14,6 +14,7 @@ from flowrl.primitives.critic import Batch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD_FILES = sorted(glob.glob(os.path.join(ROOT, 'gin', '*.gin')))
 METHOD_FILES = [f for f in METHOD_FILES if not f.endswith('_defaults.gin')]
+METHOD_FILES += sorted(glob.glob(os.path.join(ROOT, 'examples', '*.gin')))
 TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserNet.time_dim=8',
         'ensemble_q.hidden=(16,)', 'distributional_q.hidden=(16,)', 'tanh_gaussian.hidden=(16,)',
         'deterministic.hidden=(16,)', 'sampler.steps=2', 'estimated_entropy.num_samples=8',

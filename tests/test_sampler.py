@@ -42,7 +42,8 @@ def test_chain_sampler_reproduces_gaussian_mixture(name, policy_fn, rule, steps,
 def test_a_wrong_denoiser_fails_the_moment_check():
   """The moment check can fail: a denoiser of the wrong sign does not reproduce the target."""
   policy = analytic.analytic_policy(parameterization.vp_diffusion()(SPEC), 50, 'eps')
-  policy = policy._replace(predict=lambda p, o, x, t: -jnp.zeros_like(x))   # 'everything is data'
+  fake = lambda p, o, x, t: jnp.zeros_like(x)                                # 'everything is data'
+  policy = policy._replace(predict=fake, predict_cond=fake)
   out = sampler.draw(sampler.sampler(sampler.ddpm(), steps=50), policy, None, jnp.zeros((N, 1)),
                      jax.random.PRNGKey(1))
   assert abs(float(out.action.var()) - analytic.target_moments()[1]) > 0.1
@@ -116,7 +117,8 @@ def test_particle_keys_differ():
 def test_samples_are_clipped_to_the_action_box():
   spec = EnvSpec(2, 3)
   policy = parameterization.vp_diffusion()(spec)
-  policy = policy._replace(predict=lambda p, o, x, t: -50.0 * jnp.ones_like(x))  # pushes x far out
+  far = lambda p, o, x, t: -50.0 * jnp.ones_like(x)                         # pushes x far out
+  policy = policy._replace(predict=far, predict_cond=far, condition=lambda p, o: o)
   for rule in (sampler.ddpm(clip_denoised=False), sampler.ddim(clip_denoised=False)):
     out = sampler.draw(sampler.sampler(rule, steps=4), policy, None, jnp.zeros((64, 2)),
                        jax.random.PRNGKey(0))

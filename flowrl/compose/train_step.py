@@ -47,7 +47,7 @@ def init_loop(agent: Agent, cfg: TrainConfig) -> LoopState:
   key = jax.random.PRNGKey(cfg.seed)
   init_key, key = jax.random.split(key)
   buf = rb.init(min(cfg.buffer_size, cfg.total_frames), agent.spec.obs_dim, agent.spec.act_dim)
-  return LoopState(agent.init(init_key), buf, key, jnp.zeros((), jnp.int32))
+  return LoopState(jax.jit(agent.init)(init_key), buf, key, jnp.zeros((), jnp.int32))
 
 
 def fused_updates(agent: Agent, cfg: TrainConfig, n: int):

@@ -59,6 +59,8 @@ class Policy(NamedTuple):
   to_eps_x0: Optional[Callable] = None     # (output, x_t, alpha, sigma) -> (eps_hat, x0_hat)
   fit_loss: Optional[Callable] = None      # (params, obs, a0, key, steps) -> per-sample loss [B]
   noised: Optional[Callable] = None        # (a0, key, steps) -> (x_t, t, eps, alpha, sigma)
+  condition: Optional[Callable] = None     # (params, obs) -> per-state features, once per chain
+  predict_cond: Optional[Callable] = None  # (params, condition, x_t, t) -> network output
 
 
 class SampleOut(NamedTuple):

@@ -8,7 +8,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ACTIVATIONS = {'relu': jax.nn.relu, 'mish': jax.nn.mish, 'elu': jax.nn.elu,
+
+
+@jax.custom_jvp
+def mish(x):
+  """mish(x) = x·tanh(softplus(x)) (Misra 2019), computed exactly from one logistic:
+  with s = σ(x), tanh(softplus(x)) = s(2 − s)/(s² − 2s + 2). XLA's logistic is vectorized where
+  exp + log1p + tanh are not: 1.4× faster forward, 1.2× with the backward (benchmarks/activations.py)."""
+  s = jax.nn.sigmoid(x)
+  return x * (s * (2.0 - s) / (s * s - 2.0 * s + 2.0))
+
+
+@mish.defjvp
+def _mish_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  s = jax.nn.sigmoid(x)
+  t = s * (2.0 - s) / (s * s - 2.0 * s + 2.0)          # tanh(softplus(x))
+  return x * t, (t + x * s * (1.0 - t * t)) * dx        # d/dx = T + x·σ(x)·sech²(softplus(x))
+
+
+ACTIVATIONS = {'relu': jax.nn.relu, 'mish': mish, 'elu': jax.nn.elu,
                'gelu': jax.nn.gelu, 'tanh': jnp.tanh, 'silu': jax.nn.silu}
 
 
@@ -34,27 +53,36 @@ def fourier_time_embedding(t: jax.Array, dim: int) -> jax.Array:
 
 @gin.configurable(module='flowrl.networks')
 class DenoiserNet(hk.Module):
-  """ε-, x0-, v- or velocity-prediction network f(obs, x_t, t) used by diffusion and flow policies.
+  """ε-, x0-, v- or velocity-prediction network f(obs, x_t, t) of diffusion and flow policies.
 
-  obs -> MLP `obs_hidden` (the observation embedding); t -> Fourier features of `time_dim`;
-  [embed(obs), x_t, embed(t)] -> MLP `hidden` -> |A| outputs.
+  f = MLP(`hidden`)([embed(obs), x_t, fourier(t)]) with embed = MLP `obs_hidden` (activation after
+  each layer) and fourier = `time_dim` learned Fourier features. The first layer is applied as
+  W_o·embed(obs) + b + W_x·x_t + W_t·fourier(t), which is the same function as one layer on the
+  concatenation, split so that a sampler computes `condition(obs)` = W_o·embed(obs) + b once per
+  chain and `step(condition, x_t, t)` per denoising step (t shared by the batch embeds once).
   """
 
-  def __init__(self, act_dim: int, hidden: Sequence[int] = (256, 256, 256),
+  def __init__(self, act_dim: int, obs_dim: int, hidden: Sequence[int] = (256, 256, 256),
                obs_hidden: Sequence[int] = (128, 128), time_dim: int = 64,
                activation: str = 'mish', name: str = 'denoiser'):
     super().__init__(name=name)
-    self.act_dim, self.hidden, self.obs_hidden = act_dim, hidden, obs_hidden
-    self.time_dim, self.activation = time_dim, activation
+    self.act_dim, self.hidden, self.obs_hidden = act_dim, tuple(hidden), tuple(obs_hidden)
+    self.time_dim, self.act = time_dim, activation_fn(activation)
+    self.activation = activation
+    fan_in = (self.obs_hidden[-1] if self.obs_hidden else obs_dim) + act_dim + time_dim
+    self.w_init = hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in))  # as one Linear on the concat
 
-  def __call__(self, obs, x_t, t):
-    act = activation_fn(self.activation)
-    h_obs = obs
-    if self.obs_hidden:
-      h_obs = act(mlp(self.obs_hidden[:-1], self.obs_hidden[-1], self.activation, 'obs_embed')(obs))
-    h_t = fourier_time_embedding(jnp.broadcast_to(t, x_t.shape[:-1]), self.time_dim)
-    h = jnp.concatenate([jnp.broadcast_to(h_obs, x_t.shape[:-1] + h_obs.shape[-1:]), x_t, h_t], -1)
-    return mlp(self.hidden, self.act_dim, self.activation, 'trunk')(h)
+  def condition(self, obs):
+    h = obs
+    for i, width in enumerate(self.obs_hidden):
+      h = self.act(hk.Linear(width, name=f'obs_embed_{i}')(h))
+    return hk.Linear(self.hidden[0], w_init=self.w_init, name='in_obs')(h)
+
+  def step(self, cond, x_t, t):
+    h_t = fourier_time_embedding(t, self.time_dim)
+    h = (cond + hk.Linear(self.hidden[0], with_bias=False, w_init=self.w_init, name='in_x')(x_t)
+         + hk.Linear(self.hidden[0], with_bias=False, w_init=self.w_init, name='in_t')(h_t))
+    return mlp(self.hidden[1:], self.act_dim, self.activation, 'trunk')(self.act(h))
 
 
 def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], activation: str,

@@ -60,11 +60,18 @@ def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256),
 
 
 def _chain_net(spec: EnvSpec):
-  net = hk.without_apply_rng(hk.transform(
-      lambda obs, x, t: networks.DenoiserNet(spec.act_dim)(obs, x, t)))
+  """(init, predict, condition, predict_cond) of a DenoiserNet with shared parameters."""
+
+  def make():
+    net = networks.DenoiserNet(spec.act_dim, spec.obs_dim)
+    return (lambda obs, x, t: net.step(net.condition(obs), x, t)), (net.condition, net.step)
+
+  net = hk.without_apply_rng(hk.multi_transform(make))
+  condition, predict_cond = net.apply
   init = lambda key: net.init(key, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)),
                               jnp.zeros((1,)))
-  return net, init
+  predict = lambda params, obs, x, t: predict_cond(params, condition(params, obs), x, t)
+  return init, predict, condition, predict_cond
 
 
 def _regression(pred, target):
@@ -81,7 +88,7 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
   averaged over action dimensions. The network is `DenoiserNet` (bind its sizes there)."""
   if prediction not in PREDICTIONS:
     raise ConfigError(f"vp_diffusion.prediction={prediction!r} is not one of {PREDICTIONS}.")
-  net, init = _chain_net(spec)
+  init, predict, condition, predict_cond = _chain_net(spec)
 
   def path(steps):
     alpha_bar = schedule(steps)
@@ -104,13 +111,13 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
 
   def fit_loss(params, obs, a0, key, steps):
     x_t, t, eps, alpha, sigma = noised(a0, key, steps)
-    out = net.apply(params, obs, x_t, t)
+    out = predict(params, obs, x_t, t)
     target = {'eps': eps, 'x0': a0, 'v': alpha * eps - sigma * a0}[prediction]
     return _regression(out, target)
 
   return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score'}), spec.act_dim, init,
-                predict=net.apply, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
-                noised=noised)
+                predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
+                noised=noised, condition=condition, predict_cond=predict_cond)
 
 
 @primitive('policy')
@@ -119,7 +126,7 @@ def rectified_flow(spec: EnvSpec) -> Policy:
   """Rectified flow / conditional flow matching (Liu et al. 2023; Lipman et al. 2023):
   a_t = (1 − t) a + t ε, t ~ U(0, 1); the network predicts the velocity v = ε − a;
   fit loss E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0."""
-  net, init = _chain_net(spec)
+  init, predict, condition, predict_cond = _chain_net(spec)
 
   def path(steps):
     t = jnp.linspace(0.0, 1.0, steps + 1)
@@ -137,8 +144,8 @@ def rectified_flow(spec: EnvSpec) -> Policy:
 
   def fit_loss(params, obs, a0, key, steps):
     x_t, t, eps, _, _ = noised(a0, key, steps)
-    return _regression(net.apply(params, obs, x_t, t), eps - a0)
+    return _regression(predict(params, obs, x_t, t), eps - a0)
 
   return Policy('rectified_flow', frozenset({'chain', 'velocity'}), spec.act_dim, init,
-                predict=net.apply, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
-                noised=noised)
+                predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
+                noised=noised, condition=condition, predict_cond=predict_cond)

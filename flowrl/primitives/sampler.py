@@ -41,10 +41,12 @@ def _run_chain(step_rule, policy, params, obs, key, steps):
   alphas, sigmas = policy.path(steps)
   init_key, key = jax.random.split(key)
   x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+  cond = policy.condition(params, obs)                 # loop-invariant: once per chain
 
   def body(x, inputs):
     k, step_key = inputs
-    out = policy.predict(params, obs, x, jnp.full(x.shape[:-1], k / steps))
+    t = jnp.full((1,) * (x.ndim - 1), k / steps)        # one time for the batch, broadcast
+    out = policy.predict_cond(params, cond, x, t)
     x = step_rule(x, out, alphas[k], sigmas[k], alphas[k - 1], sigmas[k - 1], step_key)
     return x, None
 

@@ -1,0 +1,263 @@
+"""Speed of every method file on HalfCheetah-v5 (batch 256), printed as JSON.
+
+Per method:
+  start_to_first_update_s   process start -> first finished update, in a fresh process, with JAX's
+                            persistent compilation cache cold and then warm
+  recompiles_after_first    compiled versions of the frame step beyond the first after 40 more
+                            frames (crossing actor / no-actor updates); must be 0
+  updates_per_s             the bare jitted update (sample from the device buffer, update, write back)
+  update_gflop, matmul_share  analytic matmul FLOPs per update (scan bodies × length; the actor
+                            step weighted 1/actor_every) and the share of the machine's matmul rate,
+                            timed in the same run with a large jnp.dot
+  frames_per_s, baseline_frames_per_s, speedup
+                            end-to-end env frames/s at one update per frame: this library's loop
+                            (device buffer, one jitted call per frame) against the common design
+                            (numpy replay buffer on the host, one jitted call per update and one
+                            per action), measured interleaved in rounds; speedup is the median
+                            of per-round ratios.
+Usage: python benchmarks/throughput.py [--methods sac,dacer] [--seconds 6] [--out file.json]
+"""
+import time
+
+T_IMPORT = time.time()
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('MUJOCO_GL', 'egl')
+ENV = 'HalfCheetah-v5'
+
+
+def _process_start() -> float:
+  try:
+    import psutil
+    return psutil.Process().create_time()
+  except ImportError:
+    return T_IMPORT
+
+
+def _configure(method: str, extra=()):
+  from flowrl import run as cli
+  cli.parse_config([os.path.join(ROOT, 'gin', f'{method}.gin')],
+                   [f'env.name="{ENV}"', 'train.batch_size=256', *extra])
+  return cli.build()
+
+
+def startup(method: str, cache: str) -> dict:
+  """Child process: time to the first finished update, then count recompilations."""
+  import numpy as np
+  from flowrl import run as cli
+  cli.enable_compile_cache(cache)
+  import jax
+  from flowrl.compose.train_step import init_loop, make_frame_step
+  from flowrl.envs import make_env
+  from flowrl.primitives.critic import Batch
+  agent, cfg, _ = _configure(method, ['train.learning_starts=1', 'train.random_frames=1',
+                                      'train.buffer_size=1000'])
+  env = make_env(ENV, 0)
+  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
+  loop = init_loop(agent, cfg)
+  obs, _ = env.reset(seed=0)
+  f32 = np.float32
+  blank = Batch(np.zeros_like(obs), np.zeros(agent.spec.act_dim, f32), f32(0), np.zeros_like(obs),
+                f32(0), np.zeros(agent.spec.act_dim, f32))
+  loop, action, _ = step(loop, blank, np.bool_(False), obs)
+  for i in range(41):
+    a = np.asarray(action)
+    nxt, r, term, trunc, _ = env.step(a)
+    loop, action, metrics = step(loop, Batch(obs, a, f32(r), nxt, f32(term), a), np.bool_(True), nxt)
+    obs = nxt
+    if i == 0:
+      jax.block_until_ready(metrics)
+      first = time.time() - _process_start()
+  jax.block_until_ready(action)
+  return {'start_to_first_update_s': round(first, 2), 'compiled_versions': step._cache_size()}
+
+
+def matmul_rate(n: int = 2048, reps: int = 6) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+  f = jax.jit(lambda x: x @ a)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / float(sorted(times)[len(times) // 2])
+
+
+def _timed(fn, seconds: float, min_calls: int = 3) -> float:
+  """Calls per second of fn() (which blocks), after one warm call."""
+  fn()
+  calls, t0 = 0, time.perf_counter()
+  while calls < min_calls or time.perf_counter() - t0 < seconds:
+    fn()
+    calls += 1
+  return calls / (time.perf_counter() - t0)
+
+
+def measure(method: str, seconds: float, rate: float) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flops import matmul_flops
+  from flowrl.compose import buffer as rb
+  from flowrl.compose.train_step import fused_updates, init_loop, make_frame_step
+  from flowrl.envs import make_env
+  from flowrl.primitives.critic import Batch
+
+  warm = 1000
+  agent, cfg, _ = _configure(method, [f'train.learning_starts={warm}', f'train.random_frames={warm}',
+                                      'train.buffer_size=100000'])
+  spec, f32 = agent.spec, np.float32
+
+  # the bare update on a device buffer filled with random transitions
+  loop = init_loop(agent, cfg)
+  k = jax.random.split(jax.random.PRNGKey(1), 4)
+  n = 10_000
+  fill = Batch(jax.random.normal(k[0], (n, spec.obs_dim)),
+               jax.random.uniform(k[1], (n, spec.act_dim), minval=-1, maxval=1),
+               jax.random.normal(k[2], (n,)), jax.random.normal(k[3], (n, spec.obs_dim)),
+               jnp.zeros(n), jax.random.uniform(k[1], (n, spec.act_dim), minval=-1, maxval=1))
+  buf = loop.buffer._replace(
+      data=jax.tree_util.tree_map(lambda d, x: d.at[:n].set(x), loop.buffer.data, fill),
+      size=jnp.int32(n), ptr=jnp.int32(n))
+  run1 = jax.jit(fused_updates(agent, cfg, 1), donate_argnums=(0, 1))
+  holder = {'state': loop.agent, 'buf': buf, 'key': jax.random.PRNGKey(2)}
+
+  def one_update():
+    holder['key'], sub = jax.random.split(holder['key'])
+    holder['state'], holder['buf'], m = run1(holder['state'], holder['buf'], sub)
+    jax.block_until_ready(m)
+
+  ups = _timed(one_update, seconds)
+  batch, _ = rb.sample(holder['buf'], jax.random.PRNGKey(3), cfg.batch_size)
+  flops = matmul_flops(agent.update, holder['state'], batch, jax.random.PRNGKey(4),
+                       outer_cond_weight=1.0 / agent.method.actor_every)
+
+  # end-to-end: ours (device buffer, one call per frame) vs the common host-buffer design
+  env_ours, env_base = make_env(ENV, 0), make_env(ENV, 1)
+  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
+  ours = {'loop': init_loop(agent, cfg), 'obs': env_ours.reset(seed=0)[0]}
+  blank = Batch(ours['obs'], np.zeros(spec.act_dim, f32), f32(0), ours['obs'], f32(0),
+                np.zeros(spec.act_dim, f32))
+  ours['loop'], ours['action'], _ = step(ours['loop'], blank, np.bool_(False), ours['obs'])
+
+  def ours_frame():
+    a = np.asarray(ours['action'])
+    nxt, r, term, trunc, _ = env_ours.step(a)
+    if term or trunc:
+      nxt_act, _ = env_ours.reset()
+    else:
+      nxt_act = nxt
+    ours['loop'], ours['action'], _ = step(ours['loop'], Batch(ours['obs'], a, f32(r), nxt, f32(term), a),
+                                           np.bool_(True), nxt_act)
+    ours['obs'] = nxt_act
+
+  update_jit = jax.jit(agent.update, donate_argnums=0)
+  act_jit = jax.jit(lambda s, o, key: agent.act(s, o, key, False))
+  cap = 100_000
+  host = {'obs': np.zeros((cap, spec.obs_dim), f32), 'action': np.zeros((cap, spec.act_dim), f32),
+          'reward': np.zeros(cap, f32), 'next_obs': np.zeros((cap, spec.obs_dim), f32),
+          'terminated': np.zeros(cap, f32), 'improved_action': np.zeros((cap, spec.act_dim), f32)}
+  base = {'state': jax.jit(agent.init)(jax.random.PRNGKey(0)), 'obs': env_base.reset(seed=1)[0],
+          'size': 0, 'key': jax.random.PRNGKey(5), 'rng': np.random.default_rng(0)}
+
+  def base_frame():
+    base['key'], k_act, k_upd = jax.random.split(base['key'], 3)
+    if base['size'] < warm:
+      a = base['rng'].uniform(-1, 1, spec.act_dim).astype(f32)
+    else:
+      a = np.asarray(act_jit(base['state'], base['obs'][None], k_act))[0]
+    nxt, r, term, trunc, _ = env_base.step(a)
+    i = base['size'] % cap
+    for name, v in zip(host, (base['obs'], a, r, nxt, float(term), a)):
+      host[name][i] = v
+    base['size'] += 1
+    if base['size'] >= warm:
+      idx = base['rng'].integers(0, min(base['size'], cap), cfg.batch_size)
+      batch = Batch(*(host[name][idx] for name in host))
+      base['state'], improved, _ = update_jit(base['state'], batch, k_upd)
+      host['improved_action'][idx] = np.asarray(improved)
+    base['obs'] = env_base.reset()[0] if (term or trunc) else nxt
+
+  for _ in range(warm + 1):       # fill both buffers past warm-up and compile both paths
+    ours_frame()
+    base_frame()
+  jax.block_until_ready(ours['action'])
+
+  def frames_per_s(frame, secs):
+    frames, t0 = 0, time.perf_counter()
+    while frames < 3 or time.perf_counter() - t0 < secs:
+      frame()
+      frames += 1
+    if frame is ours_frame:
+      jax.block_until_ready(ours['action'])
+    return frames / (time.perf_counter() - t0)
+
+  rounds = [(frames_per_s(ours_frame, seconds / 3), frames_per_s(base_frame, seconds / 3))
+            for _ in range(3)]
+  ratios = sorted(o / b for o, b in rounds)
+  return {
+      'updates_per_s': round(ups, 2),
+      'update_gflop': round(flops / 1e9, 4),
+      'update_gflop_per_s': round(flops * ups / 1e9, 1),
+      'matmul_share': round(flops * ups / rate, 3),
+      'frames_per_s': round(float(np.median([o for o, _ in rounds])), 1),
+      'baseline_frames_per_s': round(float(np.median([b for _, b in rounds])), 1),
+      'speedup': round(ratios[1], 3),
+  }
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--methods', default=None, help='comma-separated gin names (default: all)')
+  p.add_argument('--seconds', type=float, default=6.0, help='timing window per measurement')
+  p.add_argument('--startup', default=None, help=argparse.SUPPRESS)
+  p.add_argument('--cache', default='off', help=argparse.SUPPRESS)
+  p.add_argument('--out', default=None, help='also write the JSON here')
+  args = p.parse_args()
+  if args.startup:
+    print(json.dumps(startup(args.startup, args.cache)))
+    return
+  methods = args.methods.split(',') if args.methods else sorted(
+      os.path.basename(f)[:-4] for f in glob.glob(os.path.join(ROOT, 'gin', '*.gin'))
+      if not f.endswith('_defaults.gin'))
+  import jax
+  rate = matmul_rate()
+  result = {'machine': {'cpus': os.cpu_count(), 'jax': jax.__version__,
+                        'matmul_gflop_per_s': round(rate / 1e9, 1)},
+            'env': ENV, 'batch_size': 256, 'methods': {}}
+  for m in methods:
+    entry = {}
+    with tempfile.TemporaryDirectory() as cache:
+      for label in ('cold', 'warm'):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), '--startup', m,
+                              '--cache', cache], capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+          raise RuntimeError(out.stderr[-2000:])
+        s = json.loads(out.stdout.strip().splitlines()[-1])
+        entry[f'start_to_first_update_s_{label}_cache'] = s['start_to_first_update_s']
+        entry['recompiles_after_first'] = s['compiled_versions'] - 1
+    entry.update(measure(m, args.seconds, rate))
+    result['methods'][m] = entry
+    print(json.dumps({m: entry}), file=sys.stderr, flush=True)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  main()
