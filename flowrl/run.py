@@ -32,12 +32,27 @@ def _parser():
 
 
 def list_primitives() -> str:
-  from flowrl.primitives import REGISTRY
+  """Every primitive per axis, then the other configurables a method file binds."""
+  import importlib
+  import flowrl.compose.train_step as train_step
+  method_module = importlib.import_module('flowrl.compose.method')  # the package re-exports a
+                                                                    # function of the same name
+  from flowrl.envs import registry
+  from flowrl.primitives import REGISTRY, networks, sampler, schedules
   from flowrl.primitives.base import describe
   lines = []
   for axis, entries in REGISTRY.items():
     lines.append(f'{axis}:')
     lines += [f'  {describe(fn)}' for fn in entries.values()]
+  lines.append('also configurable:')
+  for name, fn, *doc in (('Method', method_module.method), ('sampler', sampler.sampler),
+                   ('DenoiserNet', networks.DenoiserNet.__init__, networks.DenoiserNet),
+                   ('actor_optimizer', method_module.actor_optimizer),
+                   ('critic_optimizer', method_module.critic_optimizer),
+                   ('cosine_schedule', schedules.cosine_schedule),
+                   ('linear_schedule', schedules.linear_schedule),
+                   ('train', train_step.TrainConfig), ('env', registry.env)):
+    lines.append(f'  {describe(fn, name, *doc)}')
   return '\n'.join(lines)
 
 

@@ -32,13 +32,23 @@ def primitive(axis: str):
   return wrap
 
 
-def describe(fn: Callable) -> str:
-  """`name(param=default, ...)` and the docstring's first line, for --list."""
+def _gin_value(v) -> str:
+  if v is gin.REQUIRED:
+    return 'REQUIRED'
+  return f'@{v.__name__}' if callable(v) and hasattr(v, '__name__') else repr(v)
+
+
+HIDDEN_PARAMS = ('spec', 'self', 'act_dim', 'obs_dim')  # filled in by the compiler, not by gin
+
+
+def describe(fn: Callable, name: str = None, doc_of: Callable = None) -> str:
+  """`name(param=default, ...)` and the docstring's first paragraph, for --list."""
   sig = inspect.signature(inspect.unwrap(fn))
-  params = ', '.join(f'{p.name}={p.default!r}' if p.default is not p.empty else p.name
-                     for p in sig.parameters.values())
-  doc = (inspect.getdoc(fn) or '').splitlines()
-  return f"{fn.__name__}({params})" + (f"\n      {doc[0]}" if doc else '')
+  params = ', '.join(f'{p.name}={_gin_value(p.default)}' if p.default is not p.empty else p.name
+                     for p in sig.parameters.values() if p.name not in HIDDEN_PARAMS)
+  doc = (inspect.getdoc(doc_of or fn) or '').split('\n\n')[0].split('\n')
+  doc = ' '.join(line.strip() for line in doc)
+  return f"{name or fn.__name__}({params})" + (f"\n      {doc}" if doc else '')
 
 
 class EnvSpec(NamedTuple):
