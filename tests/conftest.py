@@ -3,6 +3,7 @@ import os
 os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
+import gin  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -13,6 +14,14 @@ from flowrl.primitives.base import EnvSpec  # noqa: E402
 def pytest_configure(config):
   config.addinivalue_line('markers', 'learning: a short training run that must improve return '
                           '(slow; runs in CI within its budget; deselect with -m "not learning")')
+
+
+@pytest.fixture(autouse=True)
+def fresh_gin_config():
+  """Gin bindings are process-global: no test sees another test's bindings."""
+  gin.clear_config()
+  yield
+  gin.clear_config()
 
 
 @pytest.fixture

@@ -66,5 +66,7 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   cli.parse_config([str(run_dir / 'config.gin')], [])
   agent, cfg, _ = cli.build()
   from flowrl.compose.train_step import init_loop
-  loop, host = checkpoint.restore(checkpoint.manager(str(run_dir)), init_loop(agent, cfg))
+  mngr = checkpoint.manager(str(run_dir))
+  loop, host = checkpoint.restore(mngr, init_loop(agent, cfg))
+  mngr.close()
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)

@@ -63,9 +63,12 @@ def sac_runs(tmp_path_factory):
   return agent, dirs
 
 
-def _final(agent, run_dir):
-  loop, host = checkpoint.restore(checkpoint.manager(run_dir), init_loop(agent, CFG))
-  return loop, host
+def _final(agent, run_dir, cfg=CFG):
+  mngr = checkpoint.manager(run_dir)
+  try:
+    return checkpoint.restore(mngr, init_loop(agent, cfg))
+  finally:
+    mngr.close()
 
 
 def test_same_seed_same_numbers(sac_runs):
@@ -120,7 +123,7 @@ def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_o
     offpolicy.run(agent, cfg, 'InvertedPendulum-v5', str(tmp_path), progress=False)
   finally:
     offpolicy.make_env = real_make_env
-  loop, _ = checkpoint.restore(checkpoint.manager(str(tmp_path)), init_loop(agent, cfg))
+  loop, _ = _final(agent, str(tmp_path), cfg)
   data = jax.device_get(loop.buffer.data)
   n = len(taken)
   assert sum(terminations) >= 3                       # random actions drop the pole quickly
@@ -128,3 +131,16 @@ def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_o
   np.testing.assert_allclose(data.action[:n], np.stack(taken), atol=1e-6)   # critic's actions intact
   changed = np.abs(data.improved_action[:n] - data.action[:n]).max(-1) > 1e-6
   assert 0 < changed.sum() < n                        # sampled rows were improved and written back
+
+
+def test_update_every_k_frames_fuses_k_updates(tmp_path):
+  """update_every = 4: on every 4th frame past learning_starts one lax.scan runs 4 updates."""
+  agent = _agent(SAC)
+  cfg = CFG._replace(total_frames=300, learning_starts=100, random_frames=100, update_every=4,
+                     eval_every=10_000, checkpoint_every=300)
+  offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  loop, _ = _final(agent, str(tmp_path), cfg)
+  bursts = len([f for f in range(100, 301) if f % 4 == 0])
+  assert int(loop.agent.step) == 4 * bursts
+  updates = sum(float(r['updates']) for r in _rows(str(tmp_path), 'train'))
+  assert updates == 4 * bursts

@@ -61,8 +61,6 @@ def test_dsac_t_loss_matches_its_formula():
   extra = jnp.array([0.5, 0.8])                       # running mean std (after the first update)
   loss, (new_extra, _) = c.loss(params, target, extra, batch, next_a, 0.0, discount, key)
 
-  raw_t = _np(jax.vmap(lambda p: c.values(p, batch.next_obs, next_a))(target[None]) if False
-              else 0)
   from flowrl.primitives import networks
   _, apply = networks.q_ensemble(3, 2, 2, (8,), 'gelu', outputs=2)
   out_t = _np(apply(target, batch.next_obs, next_a))

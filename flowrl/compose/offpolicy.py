@@ -11,14 +11,13 @@ import time
 from typing import Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from flowrl.compose import checkpoint
 from flowrl.compose.agent import Agent
 from flowrl.compose.run_log import RunLog, plot_learning_curve
-from flowrl.compose.train_step import LoopState, TrainConfig, init_loop, make_frame_step
+from flowrl.compose.train_step import TrainConfig, init_loop, make_frame_step
 from flowrl.envs import make_env
 from flowrl.primitives.critic import Batch
 
@@ -48,7 +47,8 @@ def summarize(pending: List[Dict]) -> Dict[str, float]:
   return out
 
 
-def evaluate(agent: Agent, act_eval, state, env, episodes: int, seed: int) -> np.ndarray:
+def evaluate(act_eval, state, env, episodes: int, seed: int) -> np.ndarray:
+  """Returns of `episodes` evaluation episodes with the jitted deterministic act."""
   returns = []
   for i in range(episodes):
     obs, _ = env.reset(seed=seed + i)
@@ -125,7 +125,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         window_start, window_frame = now, frame
         log.write('train', frame, stats)
       if frame % cfg.eval_every == 0 or frame == cfg.total_frames:
-        returns = evaluate(agent, act_eval, loop.agent, eval_env, cfg.eval_episodes,
+        returns = evaluate(act_eval, loop.agent, eval_env, cfg.eval_episodes,
                            _reset_seed(cfg.seed + 777, frame))
         host['eval_return'] = float(returns.mean())
         log.write('eval', frame, {'return_mean': returns.mean(), 'return_std': returns.std()})
@@ -140,6 +140,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   finally:
     bar.close()
     log.close()
+    mngr.close()
   if os.path.exists(os.path.join(run_dir, 'eval.csv')):
     plot_learning_curve(run_dir, f'{agent.method.name} on {env_name}')
   return {'frames': frame, 'eval_return': host['eval_return'],

@@ -121,7 +121,6 @@ class Regularizer(NamedTuple):
   target_bonus: Callable    # (state, next_log_prob or None) -> [B] or 0, added to min Q'
   perturb: Callable         # (state, action, key, role) -> action; role in {'behaviour','target','actor'}
   update: Callable          # (state, step, aux, sample_many, key) -> (state, metrics)
-  evaluation_noise: bool = False  # True: evaluation keeps perturb('behaviour') (none here yet)
 
 
 class Critic(NamedTuple):

@@ -19,7 +19,6 @@ import optax
 
 from flowrl.primitives.base import Regularizer, EnvSpec, builder, primitive
 
-ROLES = ('behaviour', 'target', 'actor')
 _zero = lambda *_: 0.0
 
 
