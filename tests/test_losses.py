@@ -29,14 +29,18 @@ def _np(x):
 
 # ---------------------------------------------------------------- critics
 
-def test_ensemble_td_loss_uses_per_sample_min_and_bootstraps_unless_terminated():
-  c = critics.ensemble_q(hidden=(8,))(SPEC)
-  params = c.init(jax.random.PRNGKey(0))
-  target = c.init(jax.random.PRNGKey(1))
+def _critic_case(make):
+  """A critic with distinct online and target parameters, a batch with terminations, next actions."""
+  c = make(hidden=(8,))(SPEC)
   batch = _batch(jax.random.PRNGKey(2))
   next_a = jax.random.uniform(jax.random.PRNGKey(3), (B, 2), minval=-1, maxval=1)
+  return (c, c.init(jax.random.PRNGKey(0)), c.init(jax.random.PRNGKey(1)), batch, next_a,
+          GAMMA * (1 - batch.terminated))
+
+
+def test_ensemble_td_loss_uses_per_sample_min_and_bootstraps_unless_terminated():
+  c, params, target, batch, next_a, discount = _critic_case(critics.ensemble_q)
   bonus = jnp.linspace(-0.1, 0.1, B)
-  discount = GAMMA * (1 - batch.terminated)
   loss, _ = c.loss(params, target, (), batch, next_a, bonus, discount, None)
 
   q_next = _np(c.values(target, batch.next_obs, next_a))            # [2, B]
@@ -51,12 +55,7 @@ def test_ensemble_td_loss_uses_per_sample_min_and_bootstraps_unless_terminated()
 
 
 def test_dsac_t_loss_matches_its_formula():
-  c = critics.distributional_q(hidden=(8,))(SPEC)
-  params = c.init(jax.random.PRNGKey(0))
-  target = c.init(jax.random.PRNGKey(1))
-  batch = _batch(jax.random.PRNGKey(2))
-  next_a = jax.random.uniform(jax.random.PRNGKey(3), (B, 2), minval=-1, maxval=1)
-  discount = GAMMA * (1 - batch.terminated)
+  c, params, target, batch, next_a, discount = _critic_case(critics.distributional_q)
   key = jax.random.PRNGKey(9)
   extra = jnp.array([0.5, 0.8])                       # running mean std (after the first update)
   loss, (new_extra, _) = c.loss(params, target, extra, batch, next_a, 0.0, discount, key)

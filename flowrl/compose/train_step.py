@@ -2,7 +2,7 @@
 buffer, run this frame's updates (a `lax.scan` of sample → update → write-back, under a `lax.cond`
 so warm-up and off-frames skip it) and choose the next action (uniform during random warm-up).
 One compiled program serves the whole run."""
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import gin
 import jax
