@@ -15,6 +15,11 @@ import time
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+# XLA's CPU backend at optimization level 1 compiles 20-30% faster than the default with the same
+# update throughput (measured for SAC, QSM, DACER; level 0 halves it). A user's own setting wins.
+if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=1').strip()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAME = 'config.gin'

@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+import flowrl.run  # noqa: E402,F401  (the CLI's XLA settings, before JAX starts its backend)
 
 import gin  # noqa: E402
 import jax  # noqa: E402

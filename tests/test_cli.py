@@ -67,6 +67,6 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   agent, cfg, _ = cli.build()
   from flowrl.compose.train_step import init_loop
   mngr = checkpoint.manager(str(run_dir))
-  loop, host = checkpoint.restore(mngr, init_loop(agent, cfg))
+  loop, host = checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, cfg)))
   mngr.close()
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)

@@ -66,7 +66,7 @@ def sac_runs(tmp_path_factory):
 def _final(agent, run_dir, cfg=CFG):
   mngr = checkpoint.manager(run_dir)
   try:
-    return checkpoint.restore(mngr, init_loop(agent, cfg))
+    return checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, cfg)))
   finally:
     mngr.close()
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from flowrl.compose import checkpoint
 from flowrl.compose.agent import Agent
 from flowrl.compose.run_log import RunLog, plot_learning_curve
-from flowrl.compose.train_step import TrainConfig, init_loop, make_frame_step
+from flowrl.compose.train_step import TrainConfig, compile_loop
 from flowrl.envs import make_env
 from flowrl.primitives.critic import Batch
 
@@ -68,9 +68,12 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   t_start = time.time()
   env = make_env(env_name, cfg.seed)
   eval_env = make_env(env_name, cfg.seed + 12345)
-  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
-  act_eval = jax.jit(lambda state, obs, key: agent.act(state, obs, key, True))
-  loop = init_loop(agent, cfg)
+  spec, f32 = agent.spec, np.float32
+  blank = Batch(np.zeros(spec.obs_dim, f32), np.zeros(spec.act_dim, f32), f32(0),
+                np.zeros(spec.obs_dim, f32), f32(0), np.zeros(spec.act_dim, f32))
+  programs = compile_loop(agent, cfg, blank)
+  step = programs.step
+  loop = programs.init()
   mngr = checkpoint.manager(run_dir)
   host = {'episodes': 0, 'last_return': float('nan'), 'eval_return': float('nan')}
   if resume:
@@ -79,11 +82,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
       loop, host = restored
   frame = int(loop.frame)
   log = RunLog(run_dir, resume_frame=frame)
-  spec = agent.spec
   obs, _ = env.reset(seed=_reset_seed(cfg.seed, frame))
-  f32 = np.float32
-  blank = Batch(np.zeros(spec.obs_dim, f32), np.zeros(spec.act_dim, f32), f32(0),
-                np.zeros(spec.obs_dim, f32), f32(0), np.zeros(spec.act_dim, f32))
   loop, action, _ = step(loop, blank, np.bool_(False), obs)
   pending, episode_return, first_update = [], 0.0, None
   bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
@@ -125,7 +124,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         window_start, window_frame = now, frame
         log.write('train', frame, stats)
       if frame % cfg.eval_every == 0 or frame == cfg.total_frames:
-        returns = evaluate(act_eval, loop.agent, eval_env, cfg.eval_episodes,
+        returns = evaluate(programs.act_eval.result(), loop.agent, eval_env, cfg.eval_episodes,
                            _reset_seed(cfg.seed + 777, frame))
         host['eval_return'] = float(returns.mean())
         log.write('eval', frame, {'return_mean': returns.mean(), 'return_std': returns.std()})

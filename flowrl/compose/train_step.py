@@ -2,6 +2,7 @@
 buffer, run this frame's updates (a `lax.scan` of sample → update → write-back, under a `lax.cond`
 so warm-up and off-frames skip it) and choose the next action (uniform during random warm-up).
 One compiled program serves the whole run."""
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import gin
@@ -47,7 +48,7 @@ def init_loop(agent: Agent, cfg: TrainConfig) -> LoopState:
   key = jax.random.PRNGKey(cfg.seed)
   init_key, key = jax.random.split(key)
   buf = rb.init(min(cfg.buffer_size, cfg.total_frames), agent.spec.obs_dim, agent.spec.act_dim)
-  return LoopState(jax.jit(agent.init)(init_key), buf, key, jnp.zeros((), jnp.int32))
+  return LoopState(agent.init(init_key), buf, key, jnp.zeros((), jnp.int32))
 
 
 def fused_updates(agent: Agent, cfg: TrainConfig, n: int):
@@ -93,3 +94,29 @@ def make_frame_step(agent: Agent, cfg: TrainConfig):
     return LoopState(state, buf, key, frame), action[0], metrics
 
   return step
+
+
+class CompiledLoop(NamedTuple):
+  init: object             # () -> LoopState
+  step: object             # the frame step, compiled for this run's shapes (donates its loop)
+  act_eval: object         # future of (TrainState, obs [1, O], key) -> action, deterministic
+
+
+def compile_loop(agent: Agent, cfg: TrainConfig, transition: Batch) -> CompiledLoop:
+  """Compile the loop's three programs ahead of time on two threads: `init_loop` and the frame step
+  in parallel (XLA's code generation is single-threaded), then the evaluation policy in the
+  background while training starts. The executables accept exactly this run's input types, so a
+  later call cannot silently recompile."""
+  init = jax.jit(lambda: init_loop(agent, cfg))
+  abstract = jax.eval_shape(init)
+  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
+  act_eval = jax.jit(lambda state, obs, key: agent.act(state, obs, key, True))
+  pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='flowrl-compile')
+  init_f = pool.submit(lambda: init.lower().compile())
+  step_f = pool.submit(lambda: step.lower(abstract, transition, jnp.bool_(False),
+                                          transition.next_obs).compile())
+  compiled_step = step_f.result()
+  eval_f = pool.submit(lambda: act_eval.lower(
+      abstract.agent, transition.obs[None], jax.random.PRNGKey(0)).compile())
+  pool.shutdown(wait=False)
+  return CompiledLoop(init_f.result(), compiled_step, eval_f)

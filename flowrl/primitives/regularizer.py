@@ -16,6 +16,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.scipy.stats import multivariate_normal
 
 from flowrl.primitives.base import Regularizer, EnvSpec, builder, primitive
 
@@ -83,8 +84,7 @@ def gmm_entropy(x, key, components: int = 3, iterations: int = 30, reg: float = 
 
   def em(_, params):
     weights, means, covs = params
-    log_p = jax.vmap(lambda m, c: distrax.MultivariateNormalFullCovariance(m, c).log_prob(x))(
-        means, covs)                                                            # [K, N]
+    log_p = jax.vmap(lambda m, c: multivariate_normal.logpdf(x, m, c))(means, covs)  # [K, N]
     resp = jax.nn.softmax(jnp.log(weights)[:, None] + log_p, axis=0)
     nk = jnp.sum(resp, axis=1) + 1e-10
     means = resp @ x / nk[:, None]
