@@ -11,6 +11,11 @@ Per method:
   update_gflop, matmul_share  analytic matmul FLOPs per update (scan bodies × length; the actor
                             step weighted 1/actor_every) and the share of the machine's matmul rate,
                             timed in the same run with a large jnp.dot
+  one_per_core_updates_per_s, one_per_core_matmul_share
+                            the same bare update in one single-threaded process pinned to each
+                            core, all running together (a sweep's layout): aggregate updates/s and
+                            share. On small matmuls XLA's intra-op threads leave most of the
+                            second core idle (benchmarks/matmul_ceiling.py).
   frames_per_s, baseline_frames_per_s, speedup
                             end-to-end env frames/s at one update per frame: this library's loop
                             (device buffer, one jitted call per frame) against the common design
@@ -121,22 +126,19 @@ def _timed(fn, seconds: float, min_calls: int = 3) -> float:
   return calls / (time.perf_counter() - t0)
 
 
-def measure(method: str, seconds: float, rate: float) -> dict:
+def bare_update(method: str, seconds: float):
+  """(updates/s of the bare jitted update on a filled device buffer, its matmul FLOPs, agent, cfg)."""
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from flops import matmul_flops
   from flowrl.compose import buffer as rb
-  from flowrl.compose.train_step import fused_updates, init_loop, make_frame_step
-  from flowrl.envs import make_env
+  from flowrl.compose.train_step import fused_updates, init_loop
   from flowrl.primitives.critic import Batch
 
   warm = 1000
   agent, cfg, _ = _configure(method, [f'train.learning_starts={warm}', f'train.random_frames={warm}',
                                       'train.buffer_size=100000'])
-  spec, f32 = agent.spec, np.float32
-
-  # the bare update on a device buffer filled with random transitions
+  spec = agent.spec
   init = jax.jit(lambda: init_loop(agent, cfg))
   loop = init()
   k = jax.random.split(jax.random.PRNGKey(1), 4)
@@ -160,6 +162,30 @@ def measure(method: str, seconds: float, rate: float) -> dict:
   batch, _ = rb.sample(holder['buf'], jax.random.PRNGKey(3), cfg.batch_size)
   flops = matmul_flops(agent.update, holder['state'], batch, jax.random.PRNGKey(4),
                        outer_cond_weight=1.0 / agent.method.actor_every)
+  return ups, flops, agent, cfg, init
+
+
+def one_per_core(method: str, seconds: float) -> float:
+  """Aggregate updates/s of one single-threaded process pinned to each core, run together."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false').strip()
+  procs = [subprocess.Popen(['taskset', '-c', str(c), sys.executable, os.path.abspath(__file__),
+                             '--bare', method, '--seconds', str(seconds)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT) for c in range(os.cpu_count())]
+  return sum(json.loads(p.communicate()[0].strip().splitlines()[-1])['updates_per_s'] for p in procs)
+
+
+def measure(method: str, seconds: float, rate: float) -> dict:
+  import jax
+  import numpy as np
+  from flowrl.compose.train_step import make_frame_step
+  from flowrl.envs import make_env
+  from flowrl.primitives.critic import Batch
+
+  warm = 1000
+  ups, flops, agent, cfg, init = bare_update(method, seconds)
+  spec, f32 = agent.spec, np.float32
 
   # end-to-end: ours (device buffer, one call per frame) vs the common host-buffer design
   env_ours, env_base = make_env(ENV, 0), make_env(ENV, 1)
@@ -224,11 +250,14 @@ def measure(method: str, seconds: float, rate: float) -> dict:
   rounds = [(frames_per_s(ours_frame, seconds / 3), frames_per_s(base_frame, seconds / 3))
             for _ in range(3)]
   ratios = sorted(o / b for o, b in rounds)
+  pair = one_per_core(method, seconds)
   return {
       'updates_per_s': round(ups, 2),
       'update_gflop': round(flops / 1e9, 4),
       'update_gflop_per_s': round(flops * ups / 1e9, 1),
       'matmul_share': round(flops * ups / rate, 3),
+      'one_per_core_updates_per_s': round(pair, 2),
+      'one_per_core_matmul_share': round(flops * pair / rate, 3),
       'frames_per_s': round(float(np.median([o for o, _ in rounds])), 1),
       'baseline_frames_per_s': round(float(np.median([b for _, b in rounds])), 1),
       'speedup': round(ratios[1], 3),
@@ -240,11 +269,15 @@ def main():
   p.add_argument('--methods', default=None, help='comma-separated gin names (default: all)')
   p.add_argument('--seconds', type=float, default=6.0, help='timing window per measurement')
   p.add_argument('--startup', default=None, help=argparse.SUPPRESS)
+  p.add_argument('--bare', default=None, help=argparse.SUPPRESS)
   p.add_argument('--cache', default='off', help=argparse.SUPPRESS)
   p.add_argument('--out', default=None, help='also write the JSON here')
   args = p.parse_args()
   if args.startup:
     print(json.dumps(startup(args.startup, args.cache)))
+    return
+  if args.bare:
+    print(json.dumps({'updates_per_s': bare_update(args.bare, args.seconds)[0]}))
     return
   methods = args.methods.split(',') if args.methods else sorted(
       os.path.basename(f)[:-4] for f in glob.glob(os.path.join(ROOT, 'gin', '*.gin'))
