@@ -173,6 +173,10 @@ def main(argv=None) -> int:
   except TrainingDiverged as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 3
+  except KeyboardInterrupt:
+    print(f'flowrl: interrupted; continue from the last checkpoint with '
+          f'python -m flowrl.run --resume {run_dir}', file=sys.stderr)
+    return 130
   print(f"done: {summary['frames']} frames, last eval return {summary['eval_return']:.1f}, "
         f"logs in {run_dir}", file=sys.stderr)
   return 0

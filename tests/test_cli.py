@@ -70,3 +70,25 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   loop, host = checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, cfg)))
   mngr.close()
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+  import signal
+  import time
+  env = {**os.environ, 'MUJOCO_GL': 'egl'}
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'flowrl.run', '--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin',
+       '--no-progress', '--bind', 'train.checkpoint_every=300', '--bind', 'train.random_frames=200',
+       '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
+       '--logdir', str(tmp_path)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    found = [d for d in tmp_path.glob('*/checkpoints/*') if d.name.isdigit()]
+    if found:
+      break
+    time.sleep(0.5)
+  assert found, 'no checkpoint within 120 s'
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130, err
+  assert 'python -m flowrl.run --resume' in err and 'Traceback' not in err
