@@ -144,3 +144,14 @@ def test_update_every_k_frames_fuses_k_updates(tmp_path):
   assert int(loop.agent.step) == 4 * bursts
   updates = sum(float(r['updates']) for r in _rows(str(tmp_path), 'train'))
   assert updates == 4 * bursts
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write():
+  import signal
+  done = []
+  with pytest.raises(KeyboardInterrupt):
+    with offpolicy._sigint_deferred():
+      os.kill(os.getpid(), signal.SIGINT)
+      done.append('the write finished')            # still runs: the interrupt is held
+  assert done == ['the write finished']
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -5,8 +5,11 @@ Checkpoints fall on episode boundaries (the env is reset with a seed derived fro
 the cut episode counts as truncated, so it bootstraps), which makes a resumed run continue exactly
 as an uninterrupted one with the same seed.
 """
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from typing import Dict, List
 
@@ -24,6 +27,23 @@ from flowrl.primitives.critic import Batch
 
 class TrainingDiverged(RuntimeError):
   """A loss became NaN or infinite; the run stopped and kept its last finite checkpoint."""
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+  """Hold a Ctrl-C that arrives inside the block until the block is done (a checkpoint being
+  written is finished, not cut), then raise it."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if received:
+      raise KeyboardInterrupt
 
 
 def _reset_seed(seed: int, frame: int) -> int:
@@ -135,7 +155,8 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           raise TrainingDiverged(
               f"training diverged before frame {frame}: parameters became non-finite; "
               f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
-        checkpoint.save(mngr, frame, loop, host)
+        with _sigint_deferred():
+          checkpoint.save(mngr, frame, loop, host)
   finally:
     bar.close()
     log.close()
