@@ -53,6 +53,19 @@ class Agent(NamedTuple):
   update: Callable
 
 
+def cond_or_pass(pred, fn, passthrough, *operands):
+  """`lax.cond(pred, fn, skip, *operands)` where fn returns (..., metrics) and skip returns
+  (*passthrough(*operands), zeros shaped like fn's metrics): for steps that run every k-th call
+  and still report a fixed metrics structure (zeros are masked out when the loop averages)."""
+  metrics_shape = jax.eval_shape(fn, *operands)[-1]
+
+  def skip(*ops):
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+    return (*passthrough(*ops), zeros)
+
+  return jax.lax.cond(pred, fn, skip, *operands)
+
+
 def _scalars(aux):
   return {k: jnp.mean(v) for k, v in aux.items()
           if v is not None and k not in ('improved_action', 'log_prob', 'actions')}
@@ -138,15 +151,10 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
     critic_key, actor_key = jax.random.split(key)
     critic_state, critic_metrics = critic_step(state, batch, critic_key)
     state = state._replace(critic=critic_state)
-    out_shape = jax.eval_shape(actor_step, state, batch, actor_key)
-
-    def skip(state, batch, key):
-      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape[4])
-      return state.actor, state.critic, state.reg, batch.improved_action, zeros
-
     do_actor = state.step % method.actor_every == 0
-    actor, critic_state, reg_state, improved, actor_metrics = jax.lax.cond(
-        do_actor, actor_step, skip, state, batch, actor_key)
+    unchanged = lambda s, b, k: (s.actor, s.critic, s.reg, b.improved_action)
+    actor, critic_state, reg_state, improved, actor_metrics = cond_or_pass(
+        do_actor, actor_step, unchanged, state, batch, actor_key)
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()}, **actor_metrics,
                'actor_updated': do_actor.astype(jnp.float32)}
     new_state = TrainState(state.step + 1, actor, critic_state, reg_state)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.compose import buffer as rb
-from flowrl.compose.agent import Agent, TrainState
+from flowrl.compose.agent import Agent, TrainState, cond_or_pass
 from flowrl.primitives.critic import Batch
 
 
@@ -79,14 +79,9 @@ def make_frame_step(agent: Agent, cfg: TrainConfig):
     buf = jax.lax.cond(valid, rb.add, lambda b, t: b, loop.buffer, transition)
     frame = loop.frame + valid.astype(jnp.int32)
     key, update_key, act_key = jax.random.split(loop.key, 3)
-    metrics_shape = jax.eval_shape(run, loop.agent, buf, update_key)[2]
-
-    def skip(state, buf, key):
-      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
-      return state, buf, zeros
-
     do_update = valid & (frame >= cfg.learning_starts) & (frame % cfg.update_every == 0)
-    state, buf, metrics = jax.lax.cond(do_update, run, skip, loop.agent, buf, update_key)
+    state, buf, metrics = cond_or_pass(do_update, run, lambda s, b, k: (s, b),
+                                       loop.agent, buf, update_key)
     metrics = {**metrics, 'updated': jnp.broadcast_to(do_update.astype(jnp.float32), (n,))}
     uniform = jax.random.uniform(act_key, (1, agent.spec.act_dim), minval=-1.0, maxval=1.0)
     action = jax.lax.cond(frame < cfg.random_frames, lambda: uniform,

@@ -21,6 +21,7 @@ from jax.scipy.stats import multivariate_normal
 from flowrl.primitives.base import Regularizer, EnvSpec, builder, primitive
 
 _zero = lambda *_: 0.0
+_no_update = lambda state, step, aux, sample_many, key: (state, {})
 
 
 @primitive('regularizer')
@@ -28,7 +29,7 @@ _zero = lambda *_: 0.0
 def no_regularizer(spec: EnvSpec) -> Regularizer:
   """No regularization."""
   return Regularizer('no_regularizer', frozenset(), lambda: (), _zero, _zero,
-                     lambda state, a, key, role: a, lambda state, step, aux, sample, key: (state, {}))
+                     lambda state, a, key, role: a, _no_update)
 
 
 class Temperature:
@@ -143,5 +144,4 @@ def action_noise(spec: EnvSpec, behaviour_std: float = 0.1, target_std: float = 
       noise = jnp.clip(noise, -target_clip, target_clip)
     return jnp.clip(a + noise, -1.0, 1.0)
 
-  return Regularizer('action_noise', frozenset(), lambda: (), _zero, _zero, perturb,
-                     lambda state, step, aux, sample, key: (state, {}))
+  return Regularizer('action_noise', frozenset(), lambda: (), _zero, _zero, perturb, _no_update)
