@@ -11,6 +11,7 @@ every `actor_every` calls via `lax.cond` on the step counter in the state, never
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import optax
 
@@ -56,14 +57,22 @@ class Agent(NamedTuple):
 def cond_or_pass(pred, fn, passthrough, *operands):
   """`lax.cond(pred, fn, skip, *operands)` where fn returns (..., metrics) and skip returns
   (*passthrough(*operands), zeros shaped like fn's metrics): for steps that run every k-th call
-  and still report a fixed metrics structure (zeros are masked out when the loop averages)."""
-  metrics_shape = jax.eval_shape(fn, *operands)[-1]
+  and still report a fixed metrics structure (zeros are masked out when the loop averages).
+
+  fn is traced once: its jaxpr gives the metrics' shapes and is replayed as the taken branch
+  (nested calls would otherwise trace the inner step 2^depth times, about 1 s of DACER's start)."""
+  closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*operands)
+  out_tree = jax.tree_util.tree_structure(out_shape)
+  replay = jax.extend.core.jaxpr_as_fun(closed)
+
+  def taken(*ops):
+    return jax.tree_util.tree_unflatten(out_tree, replay(*jax.tree_util.tree_leaves(ops)))
 
   def skip(*ops):
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape[-1])
     return (*passthrough(*ops), zeros)
 
-  return jax.lax.cond(pred, fn, skip, *operands)
+  return jax.lax.cond(pred, taken, skip, *operands)
 
 
 def _scalars(aux):
@@ -135,10 +144,12 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
         target_params=optax.incremental_update(c.params, c.target_params, method.tau))
 
     def sample_many(k, n):  # [B, n, A] actions of the updated policy, as collected in training
-      def one(kk):
-        s_key, n_key = jax.random.split(kk)
-        return perturb(draw(sampler, policy, params, batch.obs, s_key).action, n_key)
-      return jnp.swapaxes(jax.vmap(one)(jax.random.split(k, n)), 0, 1)
+      # one chain over the B·n repeated states: distributed as n vmapped chains, 0.3 s less
+      # to compile for DACER's 200 samples per state
+      s_key, n_key = jax.random.split(k)
+      obs = jnp.repeat(batch.obs, n, axis=0)
+      actions = perturb(draw(sampler, policy, params, obs, s_key).action, n_key)
+      return actions.reshape(batch.obs.shape[0], n, -1)
 
     reg_state, reg_metrics = reg.update(state.reg, state.step, aux, sample_many, reg_key)
     metrics = {'actor/loss': signal_loss,
