@@ -18,7 +18,9 @@ METHOD_FILES += sorted(glob.glob(os.path.join(ROOT, 'examples', '*.gin')))
 TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserNet.time_dim=8',
         'ensemble_q.hidden=(16,)', 'distributional_q.hidden=(16,)', 'tanh_gaussian.hidden=(16,)',
         'deterministic.hidden=(16,)', 'sampler.steps=2', 'estimated_entropy.num_samples=8',
-        'estimated_entropy.every=1', 'env.name="Pendulum-v1"']
+        'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
+        'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
+        'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3']
 
 
 def test_the_five_spine_methods_are_here():

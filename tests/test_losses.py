@@ -120,7 +120,7 @@ def test_sac_actor_loss_is_alpha_logp_minus_min_q():
   reg = regularizer.exact_entropy(alpha_init=0.3)(SPEC)
   state = reg.init()
   loss, aux = signal.reparam_q().loss(params, _inputs(policy, samp, q, batch), key)
-  total = loss + reg.actor_loss(state, aux)
+  total = loss + reg.actor_loss(state, aux, None, None, None)
   sample_key, _ = jax.random.split(key)
   out = sampler.draw(samp, policy, params, batch.obs, sample_key)
   qa = _np(w) @ _np(out.action).T                                    # [E, B]

@@ -39,6 +39,7 @@ class TrainState(NamedTuple):
   actor: ActorState
   critic: CriticState
   reg: Any                 # regularizer-owned state (temperature)
+  signal: Any = ()         # signal-owned state (DPMD's frozen particle policy)
 
 
 class Agent(NamedTuple):
@@ -94,7 +95,8 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
         step=jnp.zeros((), jnp.int32),
         actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
         critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
-        reg=reg.init())
+        reg=reg.init(),
+        signal=signal.init(copy(a_params)) if signal.init else ())
 
   def act(state: TrainState, obs, key, deterministic: bool = False):
     sample_key, noise_key = jax.random.split(key)
@@ -125,15 +127,18 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
 
   def actor_step(state: TrainState, batch: Batch, key):
     """Actor, regularizer and target-network step; returns the new parts and the written actions."""
-    signal_key, reg_key = jax.random.split(key)
+    signal_key, reg_key, reg_loss_key = jax.random.split(key, 3)
     a, c = state.actor, state.critic
     q = lambda o, act: critic.values(c.params, o, act)
     perturb = lambda act, k: reg.perturb(state.reg, act, k, 'actor')
-    inputs = ActorInputs(batch.obs, batch.action, batch.improved_action, policy, sampler, q, perturb)
+    temperature = reg.temperature(state.reg) if reg.temperature else None
+    inputs = ActorInputs(batch.obs, batch.action, batch.improved_action, policy, sampler, q, perturb,
+                         state.signal, temperature)
 
     def loss(params):
       signal_loss, aux = signal.loss(params, inputs, signal_key)
-      return signal_loss + reg.actor_loss(state.reg, aux), (signal_loss, aux)
+      reg_loss = reg.actor_loss(state.reg, aux, params, inputs, reg_loss_key)
+      return signal_loss + reg_loss, (signal_loss, aux)
 
     (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
     updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)
@@ -156,19 +161,21 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
                **{f'actor/{k}': v for k, v in _scalars(aux).items()},
                **{f'reg/{k}': jnp.asarray(v, jnp.float32) for k, v in reg_metrics.items()}}
     improved = aux.get('improved_action', batch.improved_action)
-    return actor, critic_state, reg_state, improved, metrics
+    signal_state = (signal.refresh(state.signal, params, state.step // method.actor_every)
+                    if signal.refresh else state.signal)
+    return actor, critic_state, reg_state, signal_state, improved, metrics
 
   def update(state: TrainState, batch: Batch, key):
     critic_key, actor_key = jax.random.split(key)
     critic_state, critic_metrics = critic_step(state, batch, critic_key)
     state = state._replace(critic=critic_state)
     do_actor = state.step % method.actor_every == 0
-    unchanged = lambda s, b, k: (s.actor, s.critic, s.reg, b.improved_action)
-    actor, critic_state, reg_state, improved, actor_metrics = cond_or_pass(
+    unchanged = lambda s, b, k: (s.actor, s.critic, s.reg, s.signal, b.improved_action)
+    actor, critic_state, reg_state, signal_state, improved, actor_metrics = cond_or_pass(
         do_actor, actor_step, unchanged, state, batch, actor_key)
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()}, **actor_metrics,
                'actor_updated': do_actor.astype(jnp.float32)}
-    new_state = TrainState(state.step + 1, actor, critic_state, reg_state)
+    new_state = TrainState(state.step + 1, actor, critic_state, reg_state, signal_state)
     return new_state, improved, metrics
 
   return Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update)

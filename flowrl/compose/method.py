@@ -20,6 +20,7 @@ CAPABILITIES = {
     'velocity': ('policy', 'a velocity field'),
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
     'logprob': ('sampler', 'the log-probability of its samples'),
+    'weight_temperature': ('regularizer', 'an auto-tuned temperature for its weights'),
 }
 
 
@@ -73,7 +74,7 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
   names = []
   for name, make in REGISTRY[axis].items():
     try:
-      prim = make()(spec) if axis == 'policy' else make()
+      prim = make()(spec) if axis in ('policy', 'regularizer') else make()
     except Exception:  # a primitive that cannot build with its defaults is not a suggestion
       continue
     if cap in prim.provides:
@@ -83,7 +84,7 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
 
 def validate(policy, sampler, signal, regularizer, spec: EnvSpec) -> None:
   """Raise ConfigError in one sentence if an axis requires what another does not provide."""
-  owners = {'policy': policy, 'sampler': sampler}
+  owners = {'policy': policy, 'sampler': sampler, 'regularizer': regularizer}
   for axis, prim in (('sampler', sampler), ('signal', signal), ('regularizer', regularizer)):
     for cap in sorted(prim.requires):
       owner_axis, meaning = CAPABILITIES[cap]

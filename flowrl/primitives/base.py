@@ -9,6 +9,7 @@ Capabilities used so far:
            (a Gaussian probability path x_t = α_t a + σ_t ε with a network), 'vp_path' (α²+σ²=1),
            'score' (ε-prediction, hence ∇ log p), 'velocity' (a flow's velocity field)
   sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample)
+  regularizer: 'weight_temperature' (an auto-tuned temperature λ for Q-weighted losses)
 """
 import functools
 import inspect
@@ -99,6 +100,8 @@ class ActorInputs(NamedTuple):
   sampler: Sampler
   q: Callable               # (obs, act) -> [E, B] critic values (means), current critic params
   perturb: Callable         # (action, key) -> action: the regularizer's noise on actor samples
+  signal_state: Any = None  # the signal's own state (DPMD: its frozen particle policy)
+  temperature: Any = None   # the regularizer's weight temperature λ where it provides one
 
 
 class Signal(NamedTuple):
@@ -106,10 +109,16 @@ class Signal(NamedTuple):
 
   aux may carry 'log_prob' [B] of the policy's own samples (read by entropy regularizers),
   'actions' (sampled actions), and 'improved_action' [B, A] which the loop writes back into the
-  buffer's improvable action column."""
+  buffer's improvable action column.
+
+  A signal may own state (DPMD: a frozen copy of the policy): `init(actor_params) -> state`, and
+  `refresh(state, actor_params, step) -> state` after each actor step, `step` counting actor steps
+  from 0; both pure, so the state lives in the train state."""
   name: str
   requires: frozenset
   loss: Callable
+  init: Optional[Callable] = None
+  refresh: Optional[Callable] = None
 
 
 class Regularizer(NamedTuple):
@@ -117,10 +126,13 @@ class Regularizer(NamedTuple):
   name: str
   requires: frozenset
   init: Callable            # () -> state
-  actor_loss: Callable      # (state, aux) -> scalar added to the signal's loss
+  actor_loss: Callable      # (state, aux, actor_params, inputs, key) -> scalar added to the
+                            #   signal's loss (aux is the signal's; inputs its ActorInputs)
   target_bonus: Callable    # (state, next_log_prob or None) -> [B] or 0, added to min Q'
   perturb: Callable         # (state, action, key, role) -> action; role in {'behaviour','target','actor'}
   update: Callable          # (state, step, aux, sample_many, key) -> (state, metrics)
+  provides: frozenset = frozenset()
+  temperature: Optional[Callable] = None  # (state) -> λ, with 'weight_temperature'
 
 
 class Critic(NamedTuple):

@@ -9,6 +9,11 @@ target, and noise to actions by role ('behaviour' when collecting, 'target' in t
   estimated_entropy  DACER (Wang et al. 2024): a + noise_scale·α·N(0, I) on every sampled action;
                      every `every` updates H is estimated by a Gaussian-mixture fit (EM, inside jit)
                      on `num_samples` actions per state, α loss −log α·(H* − H)
+  noise_entropy      SDAC / DPMD (Ma et al. 2025): the same α-scaled noise, α tuned every 250 updates
+                     on the noise's own closed-form entropy
+  kl_to_uniform      DPMD: auto-tuned weight temperature λ, KL(weights ‖ uniform) held at a target
+  uniform_denoising  QVPO (Ding et al. 2024): denoising loss on uniform actions, weighted
+  combined           several of the above at once (DPMD: kl_to_uniform + noise_entropy)
   action_noise       Gaussian action noise: behaviour (exploration; QSM, TD3) and target
                      (TD3's target policy smoothing, clipped noise) standard deviations
 """
@@ -69,7 +74,7 @@ def exact_entropy(spec: EnvSpec, alpha_init: float = 1.0, learning_rate: float =
 
   return Regularizer(
       'exact_entropy', frozenset({'exact_logprob', 'logprob'}), temp.init,
-      actor_loss=lambda state, aux: alpha(state) * jnp.mean(aux['log_prob']),
+      actor_loss=lambda state, aux, *_: alpha(state) * jnp.mean(aux['log_prob']),
       target_bonus=lambda state, next_log_prob: -alpha(state) * next_log_prob,
       perturb=lambda state, a, key, role: a, update=update)
 
@@ -98,13 +103,10 @@ def gmm_entropy(x, key, components: int = 3, iterations: int = 30, reg: float = 
   return -jnp.sum(weights * jnp.log(weights + 1e-12)) + jnp.sum(weights * comp)
 
 
-@primitive('regularizer')
-@builder
-def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: float = 0.03,
-                      target_scale: float = -0.9, noise_scale: float = 0.1, num_samples: int = 200,
-                      components: int = 3, every: int = 10000) -> Regularizer:
-  """DACER's entropy regulator for policies without a log-prob: α-scaled action noise, α tuned
-  every `every` updates on a GMM entropy estimate over `num_samples` actions per state."""
+def _alpha_noise(name, spec, alpha_init, learning_rate, target_scale, noise_scale, every,
+                 entropy_of) -> Regularizer:
+  """a + noise_scale·α·N(0, I) on every sampled action (clipped to the box); every `every`
+  updates one Adam step on −log α·(H* − H) with H = entropy_of(state, sample_many, key)."""
   temp, target = Temperature(alpha_init, learning_rate), target_scale * spec.act_dim
 
   def perturb(state, a, key, role):
@@ -115,17 +117,133 @@ def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: flo
 
   def update(state, step, aux, sample_many, key):
     def estimate_and_step(state):
-      s_key, g_key = jax.random.split(key)
-      actions = sample_many(s_key, num_samples)                                  # [B, n, A]
-      keys = jax.random.split(g_key, actions.shape[0])
-      entropy = jnp.mean(jax.vmap(lambda a, k: gmm_entropy(a, k, components))(actions, keys))
+      entropy = entropy_of(state, sample_many, key)
       return {**temp.step(state, target - entropy), 'entropy': entropy}
 
     state = jax.lax.cond(step % every == 0, estimate_and_step, lambda s: s, state)
     return state, {'alpha': alpha(state), 'entropy_estimate': state['entropy']}
 
-  return Regularizer('estimated_entropy', frozenset(), init, _zero, _zero,
-                     perturb, update)
+  return Regularizer(name, frozenset(), init, _zero, _zero, perturb, update)
+
+
+@primitive('regularizer')
+@builder
+def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: float = 0.03,
+                      target_scale: float = -0.9, noise_scale: float = 0.1, num_samples: int = 200,
+                      components: int = 3, every: int = 10000) -> Regularizer:
+  """DACER's entropy regulator for policies without a log-prob: α-scaled action noise, α tuned
+  every `every` updates on a GMM entropy estimate over `num_samples` actions per state."""
+
+  def entropy_of(state, sample_many, key):
+    s_key, g_key = jax.random.split(key)
+    actions = sample_many(s_key, num_samples)                                    # [B, n, A]
+    keys = jax.random.split(g_key, actions.shape[0])
+    return jnp.mean(jax.vmap(lambda a, k: gmm_entropy(a, k, components))(actions, keys))
+
+  return _alpha_noise('estimated_entropy', spec, alpha_init, learning_rate, target_scale,
+                      noise_scale, every, entropy_of)
+
+
+@primitive('regularizer')
+@builder
+def noise_entropy(spec: EnvSpec, alpha_init: float = 5.0, learning_rate: float = 7e-3,
+                  target_scale: float = -0.9, noise_scale: float = 0.1,
+                  every: int = 250) -> Regularizer:
+  """SDAC / DPMD (Ma et al. 2025): α-scaled action noise, α tuned every `every` updates on the
+  closed-form entropy of that noise, H = ½|A| log(2πe (noise_scale·α)²) (distrax)."""
+
+  def entropy_of(state, sample_many, key):
+    std = noise_scale * alpha(state)
+    return distrax.MultivariateNormalDiag(jnp.zeros(spec.act_dim),
+                                          jnp.full(spec.act_dim, std)).entropy()
+
+  return _alpha_noise('noise_entropy', spec, alpha_init, learning_rate, target_scale, noise_scale,
+                      every, entropy_of)
+
+
+@primitive('regularizer')
+@builder
+def kl_to_uniform(spec: EnvSpec, target_kl: float = 2.0, lambda_init: float = 1.0,
+                  learning_rate: float = 1e-3) -> Regularizer:
+  """DPMD: the weight temperature λ of a Q-weighted signal, tuned so that the weights'
+  KL(w ‖ uniform) = log N − H(w) stays at `target_kl`: one Adam step per actor step on
+  λ·(KL* − KL) over log λ (λ falls, sharpening the weights, while KL < KL*). Provides
+  'weight_temperature'; the signal reports KL as aux['weight_kl']."""
+  opt = optax.adam(learning_rate)
+
+  def init():
+    log_lam = jnp.log(jnp.asarray(lambda_init, jnp.float32))
+    return {'log_lambda': log_lam, 'opt': opt.init(log_lam)}
+
+  def update(state, step, aux, sample_many, key):
+    if 'weight_kl' not in aux:
+      return state, {'lambda': jnp.exp(state['log_lambda'])}
+    gap = jax.lax.stop_gradient(target_kl - jnp.mean(aux['weight_kl']))
+    grad = jax.grad(lambda ll: jnp.exp(ll) * gap)(state['log_lambda'])
+    updates, opt_state = opt.update(grad, state['opt'])
+    state = {'log_lambda': optax.apply_updates(state['log_lambda'], updates), 'opt': opt_state}
+    return state, {'lambda': jnp.exp(state['log_lambda'])}
+
+  return Regularizer('kl_to_uniform', frozenset(), init, _zero, _zero,
+                     lambda state, a, key, role: a, update, frozenset({'weight_temperature'}),
+                     lambda state: jnp.exp(jax.lax.stop_gradient(state['log_lambda'])))
+
+
+@primitive('regularizer')
+@builder
+def uniform_denoising(spec: EnvSpec, num_actions: int = 10, weight: float = 0.02) -> Regularizer:
+  """QVPO's entropy term: the policy's own fit loss on `num_actions` actions per state drawn
+  uniformly from [−1, 1]^|A|, weighted by weight·w_b (w_b: the signal's per-state weights,
+  aux['weights'], or 1): L = weight·mean_b w_b·mean_m ℓ_fit(s_b, u_bm)."""
+
+  def actor_loss(state, aux, params, inp, key):
+    u_key, fit_key = jax.random.split(key)
+    b = inp.obs.shape[0]
+    u = jax.random.uniform(u_key, (b * num_actions, spec.act_dim), minval=-1.0, maxval=1.0)
+    obs = jnp.repeat(inp.obs, num_actions, axis=0)
+    fit = inp.policy.fit_loss(params, obs, u, fit_key, inp.sampler.steps).reshape(b, num_actions)
+    w = jax.lax.stop_gradient(aux.get('weights', jnp.ones(b)))
+    return weight * jnp.mean(w * jnp.mean(fit, axis=-1))
+
+  return Regularizer('uniform_denoising', frozenset({'chain'}), lambda: (), actor_loss, _zero,
+                     lambda state, a, key, role: a, _no_update)
+
+
+@primitive('regularizer')
+@builder
+def combined(spec: EnvSpec, parts=()) -> Regularizer:
+  """Several regularizers at once (optax.chain-style): losses and bonuses add, noise is applied
+  in order, each part keeps its own state; the first part with a weight temperature provides it.
+  DPMD: combined.parts = [@kl_to_uniform(), @noise_entropy()]."""
+  regs = [make(spec) for make in parts]
+  with_temp = [i for i, r in enumerate(regs) if r.temperature is not None]
+
+  def perturb(states, a, key, role):
+    for r, st, k in zip(regs, states, jax.random.split(key, max(len(regs), 1))):
+      a = r.perturb(st, a, k, role)
+    return a
+
+  def update(states, step, aux, sample_many, key):
+    out, metrics = [], {}
+    for r, st, k in zip(regs, states, jax.random.split(key, max(len(regs), 1))):
+      st, m = r.update(st, step, aux, sample_many, k)
+      out.append(st)
+      metrics.update(m)
+    return tuple(out), metrics
+
+  def actor_loss(states, aux, params, inp, key):
+    keys = jax.random.split(key, max(len(regs), 1))
+    return sum(r.actor_loss(st, aux, params, inp, k) for r, st, k in zip(regs, states, keys))
+
+  def target_bonus(states, next_log_prob):
+    return sum(r.target_bonus(st, next_log_prob) for r, st in zip(regs, states))
+
+  return Regularizer(
+      'combined(' + ', '.join(r.name for r in regs) + ')',
+      frozenset().union(*[r.requires for r in regs]),
+      lambda: tuple(r.init() for r in regs), actor_loss, target_bonus, perturb, update,
+      frozenset().union(*[r.provides for r in regs]),
+      (lambda states: regs[with_temp[0]].temperature(states[with_temp[0]])) if with_temp else None)
 
 
 @primitive('regularizer')

@@ -8,6 +8,8 @@ every parameterization that provides what it requires.
   ddpm    ancestral sampling from q(x_{k−1} | x_k, x̂0) (Ho et al. 2020), x̂0 clipped to [−1, 1]
   ddim    x_{k−1} = α_{k−1} x̂0 + sqrt(σ²_{k−1} − c²) ε̂ + c z, c = η·σ_ddpm (Song et al. 2021)
   euler   x_{t−Δ} = x_t − Δ·v_θ(s, x_t, t), the flow ODE (Liu et al. 2023)
+  dpm_solver_2m   DPM-Solver++(2M) on the probability-flow ODE (Lu et al. 2022), any chain policy
+  euler_maruyama  the reverse SDE through the policy's score, any chain policy (Song et al. 2021)
 
 `sampler(rule, steps, best_of, eval_best_of)` sets the step count and best-of-N by the critic
 (`best_of_n`), which wraps any rule. Every action leaving a sampler lies in [−1, 1].
@@ -26,32 +28,37 @@ def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False) -> S
   return s.sample(policy, params, obs, key, s.steps, deterministic)
 
 
-def best_of_n(sample: Callable, q: Callable, obs, key, n: int):
+def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool = False):
   """Draw n candidates per state with n independent keys and keep, per state, the candidate of
-  highest min-ensemble Q. sample: (obs, key) -> [B, A]; q: (obs, act) -> [E, ...]. Returns [B, A]."""
+  highest min-ensemble Q. sample: (obs, key) -> [B, A]; q: (obs, act) -> [E, ...]. Returns [B, A],
+  and with `with_values` also the candidates' min-ensemble values [B, n] (QVPO weighs by them)."""
   keys = jax.random.split(key, n)
   cands = jnp.swapaxes(jax.vmap(lambda k: sample(obs, k))(keys), 0, 1)        # [B, n, A]
   obs_n = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (n,) + obs.shape[1:])
-  best = jnp.argmax(jnp.min(q(obs_n, cands), axis=0), axis=1)                    # [B]
-  return jnp.take_along_axis(cands, best[:, None, None], axis=1)[:, 0]
+  values = jnp.min(q(obs_n, cands), axis=0)                                      # [B, n]
+  best = jnp.argmax(values, axis=1)                                              # [B]
+  action = jnp.take_along_axis(cands, best[:, None, None], axis=1)[:, 0]
+  return (action, values) if with_values else action
 
 
-def _run_chain(step_rule, policy, params, obs, key, steps):
-  """x_K ~ N(0, I); for k = K..1: x_{k−1} = step_rule(x_k, k, out, ...); returns clip(x_0)."""
+def _run_chain(step_rule, policy, params, obs, key, steps, init_memory=lambda x: ()):
+  """x_K ~ N(0, I); for k = K..1: (x_{k−1}, m) = step_rule(x_k, out_k, α_k, σ_k, α_{k−1},
+  σ_{k−1}, key, m) with m a rule's memory (multistep solvers); returns clip(x_0)."""
   alphas, sigmas = policy.path(steps)
   init_key, key = jax.random.split(key)
   x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
   cond = policy.condition(params, obs)                 # loop-invariant: once per chain
 
-  def body(x, inputs):
+  def body(carry, inputs):
+    x, memory = carry
     k, step_key = inputs
     t = jnp.full((1,) * (x.ndim - 1), k / steps)        # one time for the batch, broadcast
     out = policy.predict_cond(params, cond, x, t)
-    x = step_rule(x, out, alphas[k], sigmas[k], alphas[k - 1], sigmas[k - 1], step_key)
-    return x, None
+    return step_rule(x, out, alphas[k], sigmas[k], alphas[k - 1], sigmas[k - 1], step_key,
+                     memory), None
 
   ks = jnp.arange(steps, 0, -1)
-  x, _ = jax.lax.scan(body, x, (ks, jax.random.split(key, steps)))
+  (x, _), _ = jax.lax.scan(body, (x, init_memory(x)), (ks, jax.random.split(key, steps)))
   return jnp.clip(x, -1.0, 1.0)
 
 
@@ -64,10 +71,15 @@ def _posterior(a_t, s_t, a_s, s_s):
   return c0, ct, s2_ts * s_s ** 2 / s_t ** 2
 
 
-def _chain_rule(name, requires, make_step):
+def _chain_rule(name, requires, make_step, init_memory=None):
+  """A Sampler from `make_step(policy) -> step(x, out, α_t, σ_t, α_s, σ_s, key)`, or with
+  `init_memory(x)` a multistep `step(..., key, memory) -> (x, memory)`."""
   def sample(policy, params, obs, key, steps, deterministic):
     step = make_step(policy)
-    return SampleOut(_run_chain(step, policy, params, obs, key, steps))
+    if init_memory is None:
+      rule = lambda *args: (step(*args[:-1]), args[-1])
+      return SampleOut(_run_chain(rule, policy, params, obs, key, steps))
+    return SampleOut(_run_chain(step, policy, params, obs, key, steps, init_memory))
   return Sampler(name, frozenset({'differentiable'}), frozenset(requires), sample, steps=1)
 
 
@@ -112,6 +124,51 @@ def euler() -> Sampler:
     return step
 
   return _chain_rule('euler', {'velocity'}, make_step)
+
+
+@primitive('sampler')
+def dpm_solver_2m() -> Sampler:
+  """DPM-Solver++(2M) (Lu et al. 2022), the multistep second-order solver of the probability-flow
+  ODE in x0-prediction form. With λ = log(α/σ), h = λ_s − λ_t, r = h_prev/h:
+    D = (1 + 1/(2r))·x̂0_t − 1/(2r)·x̂0_prev   (D = x̂0_t on the first and the last step)
+    x_s = (σ_s/σ_t)·x_t + α_s·(1 − e^{−h})·D,  e^{−h} = α_t σ_s/(σ_t α_s)
+  written without logarithms of α or σ, so a path that starts at α = 0 (rectified flow) or ends
+  at σ = 0 needs no special case. Deterministic; x̂0 is not clipped."""
+
+  def make_step(policy):
+    def step(x, out, a_t, s_t, a_s, s_s, key, memory):
+      x0_prev, h_prev = memory
+      _, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+      h = jnp.log(a_s * s_t) - jnp.log(jnp.maximum(a_t, 1e-12) * jnp.maximum(s_s, 1e-12))
+      half_inv_r = jnp.where(jnp.isfinite(h_prev) & (s_s > 0), h / (2 * h_prev), 0.0)
+      d = (1 + half_inv_r) * x0 - half_inv_r * x0_prev
+      decay = a_t * s_s / (s_t * a_s)                                          # e^{−h}
+      return (s_s / s_t) * x + a_s * (1 - decay) * d, (x0, jnp.where(a_t > 0, h, jnp.inf))
+    return step
+
+  init = lambda x: (jnp.zeros_like(x), jnp.asarray(jnp.inf, x.dtype))
+  return _chain_rule('dpm_solver_2m', {'chain'}, make_step, init)
+
+
+@primitive('sampler')
+def euler_maruyama(eta: float = 1.0) -> Sampler:
+  """Euler–Maruyama on the reverse-time SDE dx = [u_t − ½g_t²∇log p_t] dt + g_t dW̄, whose
+  marginals match the probability-flow ODE dx/dt = u_t = α'_t x̂0 + σ'_t ε̂ for any g (Song et al.
+  2021; ∇log p_t = −ε̂/σ_t from the policy's ε estimate, the score). With g_t² = 2η σ_t σ'_t and a
+  step Δ from t to s:
+    x_s = x_t − (α_t − α_s)·x̂0 − (1 + η)(σ_t − σ_s)·ε̂ + sqrt(2η σ_t (σ_t − σ_s))·z
+  η = 0 is the Euler ODE step (the `euler` sampler on a flow). Works on every chain policy: a VP
+  diffusion, or a rectified flow through its score."""
+
+  def make_step(policy):
+    def step(x, out, a_t, s_t, a_s, s_s, key):
+      eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+      noise = jnp.sqrt(2 * eta * s_t * jnp.maximum(s_t - s_s, 0.0))
+      return x - (a_t - a_s) * x0 - (1 + eta) * (s_t - s_s) * eps + noise * jax.random.normal(
+          key, x.shape)
+    return step
+
+  return _chain_rule('euler_maruyama', {'chain'}, make_step)
 
 
 @primitive('sampler')
