@@ -93,8 +93,8 @@ def particle_weights(values, temperature, weight_map: str):
   linear  1 + z, z = (Q − mean Q)/(λ·std Q) the per-state standardized advantage (GeMPO's
           χ²-type map: particles more than λ standard deviations below average get negative
           weight, which pushes the policy away from them)
-  square  (1 + z + z²/2)₊ normalized to mean 1: the exponential's second-order map, positive
-          and milder than exp on the best particle."""
+  square  (1 + z/2)₊² normalized to mean 1: a non-negative, monotone map between linear and
+          exp (1 + z + z²/4 above z = −2, zero below)."""
   n = values.shape[-1]
   if weight_map == 'exp':
     return n * jax.nn.softmax(values / temperature, axis=-1)
@@ -102,7 +102,7 @@ def particle_weights(values, temperature, weight_map: str):
   z = centered / (temperature * jnp.std(values, axis=-1, keepdims=True) + 1e-6)
   if weight_map == 'linear':
     return 1.0 + z
-  w = jnp.maximum(1.0 + z + 0.5 * z ** 2, 0.0)
+  w = jnp.square(jnp.maximum(1.0 + 0.5 * z, 0.0))
   return w / jnp.mean(w, axis=-1, keepdims=True)
 
 
