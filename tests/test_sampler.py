@@ -33,6 +33,8 @@ def _samples(policy_fn, rule, steps, output):
     ('euler-maruyama', parameterization.vp_diffusion(), sampler.euler_maruyama(), 100, 'eps'),
     ('euler-maruyama-flow', parameterization.rectified_flow(), sampler.euler_maruyama(), 100,
      'velocity'),
+    ('langevin-q-flat-critic', parameterization.vp_diffusion(), sampler.langevin_q(), 20, 'eps'),
+    ('langevin-q-flow', parameterization.rectified_flow(), sampler.langevin_q(), 20, 'velocity'),
 ])
 def test_chain_sampler_reproduces_gaussian_mixture(name, policy_fn, rule, steps, output):
   a = _samples(policy_fn, rule, steps, output)
@@ -54,6 +56,29 @@ def test_dpm_solver_2m_is_more_accurate_than_first_order_ddim_at_few_steps():
     a = _samples(parameterization.vp_diffusion(), rule, 10, 'eps')
     err[name] = (abs(a.var() - var), abs(a[a < 0].mean() - float(analytic.M[0])))
   assert err['dpm'][0] < 0.7 * err['ddim'][0] and err['dpm'][1] < 0.7 * err['ddim'][1], err
+
+
+def test_langevin_q_samples_the_policy_under_a_flat_critic_and_its_tilt_under_a_linear_one():
+  """With Q ≡ 0 the predictor–corrector reproduces the mixture; with Q = c·a it samples the
+  tilted target p(a)·exp(c·a/τ), itself a Gaussian mixture with component weights
+  w_i·exp(k m_i + k² s_i²/2), k = c/τ: the right mode's mass must match (0.70 → 0.85)."""
+  mean, var, right = analytic.target_moments()
+  policy = analytic.analytic_policy(parameterization.vp_diffusion()(SPEC), 20, 'eps')
+  s = sampler.sampler(sampler.langevin_q(temperature=0.5), steps=20)
+  obs = jnp.zeros((N, 1))
+  draw = jax.jit(lambda k, c: sampler.draw(
+      s, policy, None, obs, k, q=lambda o, a: jnp.zeros((2,) + a.shape[:-1]) + c * a[..., 0]
+  ).action[:, 0])
+  a = np.asarray(draw(jax.random.PRNGKey(1), 0.0))
+  assert abs(a.mean() - mean) < 0.03 and abs(a.var() - var) < 0.03
+  assert abs((a > 0).mean() - right) < 0.03
+  w, m, sd = map(np.asarray, (analytic.W, analytic.M, analytic.S))
+  k = 0.5 / 0.5
+  tilted_w = w * np.exp(k * m + 0.5 * k ** 2 * sd ** 2)
+  exact_right = tilted_w[1] / tilted_w.sum()
+  tilted = np.asarray(draw(jax.random.PRNGKey(1), 0.5))
+  assert exact_right > right + 0.1
+  assert abs((tilted > 0).mean() - exact_right) < 0.03
 
 
 def test_a_wrong_denoiser_fails_the_moment_check():

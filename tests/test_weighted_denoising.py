@@ -69,7 +69,7 @@ def test_sdac_loss_is_the_softmax_weighted_reverse_sample_denoising_loss():
 def test_idem_target_is_the_weighted_normalized_gradient():
   policy, params, samp, batch = _setup()
   key = jax.random.PRNGKey(4)
-  sig = wd.reverse_sampling_grad(num_samples=6, temperature=0.05)
+  sig = wd.reverse_sampling_grad(num_samples=6, temperature=0.05, max_target_rms=0.0)
   loss, _ = sig.loss(params, _inputs(policy, samp, batch), key)
   noise_key, rev_key = jax.random.split(key)
   x_t, t, _, alpha, sigma = policy.noised(batch.action, noise_key, 5)
@@ -82,6 +82,13 @@ def test_idem_target_is_the_weighted_normalized_gradient():
   target = -(_np(sigma) / _np(alpha)) * np.sum(w[..., None] * dq, 0) / (0.05 * s)
   eps_hat = _np(policy.predict(params, batch.obs, x_t, t))
   np.testing.assert_allclose(float(loss), np.mean((eps_hat - target) ** 2), rtol=1e-4)
+  rms = np.sqrt(np.mean(target ** 2, -1, keepdims=True))
+  c = float(np.median(rms))                               # binds on about half of the rows
+  clipped, _ = wd.reverse_sampling_grad(num_samples=6, temperature=0.05, max_target_rms=c).loss(
+      params, _inputs(policy, samp, batch), key)
+  capped = target * np.minimum(1, c / rms)
+  assert (capped != target).any() and (capped == target).any()
+  np.testing.assert_allclose(float(clipped), np.mean((eps_hat - capped) ** 2), rtol=1e-4)
 
 
 # ---------------------------------------------------------------- particles (DPMD, GeMPO)

@@ -101,9 +101,10 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
   def act(state: TrainState, obs, key, deterministic: bool = False):
     sample_key, noise_key = jax.random.split(key)
     n = sampler.eval_best_of if deterministic else sampler.best_of
-    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1).action
+    q = lambda o, a: critic.values(state.critic.params, o, a)
+    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1,
+                            q).action
     if n > 1:
-      q = lambda o, a: critic.values(state.critic.params, o, a)
       action = best_of_n(one, q, obs, sample_key, n)
     else:
       action = one(obs, sample_key)
@@ -112,7 +113,8 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
   def critic_step(state: TrainState, batch: Batch, key):
     next_key, noise_key, loss_key = jax.random.split(key, 3)
     source = state.actor.target_params if method.target_actor else state.actor.params
-    nxt = draw(sampler, policy, source, batch.next_obs, next_key)
+    q_next = lambda o, a: critic.values(state.critic.target_params, o, a)
+    nxt = draw(sampler, policy, source, batch.next_obs, next_key, q=q_next)
     next_action = reg.perturb(state.reg, nxt.action, noise_key, 'target')
     bonus = reg.target_bonus(state.reg, nxt.log_prob) if nxt.log_prob is not None else 0.0
     batch = batch._replace(reward=method.reward_scale * batch.reward)
@@ -153,7 +155,7 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
       # to compile for DACER's 200 samples per state
       s_key, n_key = jax.random.split(k)
       obs = jnp.repeat(batch.obs, n, axis=0)
-      actions = perturb(draw(sampler, policy, params, obs, s_key).action, n_key)
+      actions = perturb(draw(sampler, policy, params, obs, s_key, q=q).action, n_key)
       return actions.reshape(batch.obs.shape[0], n, -1)
 
     reg_state, reg_metrics = reg.update(state.reg, state.step, aux, sample_many, reg_key)

@@ -16,7 +16,7 @@ CAPABILITIES = {
     'deterministic': ('policy', 'a deterministic action'),
     'chain': ('policy', 'a denoising/flow chain with its own regression loss'),
     'vp_path': ('policy', 'a variance-preserving diffusion path'),
-    'score': ('policy', 'a score (noise prediction)'),
+    'score': ('policy', 'a score (a noise estimate, hence ∇ log p)'),
     'velocity': ('policy', 'a velocity field'),
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
     'logprob': ('sampler', 'the log-probability of its samples'),

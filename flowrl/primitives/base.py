@@ -7,7 +7,7 @@ compiler checks `requires ⊆ provides` of the other axes before tracing anythin
 Capabilities used so far:
   policy:  'distribution' (direct sampling), 'exact_logprob', 'deterministic', 'chain'
            (a Gaussian probability path x_t = α_t a + σ_t ε with a network), 'vp_path' (α²+σ²=1),
-           'score' (ε-prediction, hence ∇ log p), 'velocity' (a flow's velocity field)
+           'score' (a noise estimate, hence ∇ log p), 'velocity' (a flow's velocity field)
   sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample)
   regularizer: 'weight_temperature' (an auto-tuned temperature λ for Q-weighted losses)
 """
@@ -80,8 +80,9 @@ class SampleOut(NamedTuple):
 
 
 class Sampler(NamedTuple):
-  """Sampler axis: `sample(policy, params, obs, key, steps, deterministic) -> SampleOut`.
-  Call it through `flowrl.primitives.sampler.draw`, which passes `steps`."""
+  """Sampler axis: `sample(policy, params, obs, key, steps, deterministic, q) -> SampleOut`, with
+  q(obs, act) -> [E, ...] the critic (None where there is none; only critic-guided samplers read
+  it). Call it through `flowrl.primitives.sampler.draw`, which passes `steps`."""
   name: str
   provides: frozenset
   requires: frozenset

@@ -125,7 +125,8 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
 def rectified_flow(spec: EnvSpec) -> Policy:
   """Rectified flow / conditional flow matching (Liu et al. 2023; Lipman et al. 2023):
   a_t = (1 − t) a + t ε, t ~ U(0, 1); the network predicts the velocity v = ε − a;
-  fit loss E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0."""
+  fit loss E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0.
+  Its noise estimate ε̂ = a_t + (1 − t) v̂ gives the score ∇log p_t = −ε̂/t (SDE sampling, QSM)."""
   init, predict, condition, predict_cond = _chain_net(spec)
 
   def path(steps):
@@ -146,6 +147,6 @@ def rectified_flow(spec: EnvSpec) -> Policy:
     x_t, t, eps, _, _ = noised(a0, key, steps)
     return _regression(predict(params, obs, x_t, t), eps - a0)
 
-  return Policy('rectified_flow', frozenset({'chain', 'velocity'}), spec.act_dim, init,
+  return Policy('rectified_flow', frozenset({'chain', 'velocity', 'score'}), spec.act_dim, init,
                 predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
                 noised=noised, condition=condition, predict_cond=predict_cond)

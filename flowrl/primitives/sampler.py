@@ -10,6 +10,8 @@ every parameterization that provides what it requires.
   euler   x_{t−Δ} = x_t − Δ·v_θ(s, x_t, t), the flow ODE (Liu et al. 2023)
   dpm_solver_2m   DPM-Solver++(2M) on the probability-flow ODE (Lu et al. 2022), any chain policy
   euler_maruyama  the reverse SDE through the policy's score, any chain policy (Song et al. 2021)
+  langevin_q      annealed Langevin ascent on Q: DDIM predictor, Langevin corrector on the policy's
+                  score tilted by exp(Q̄/τ) (needs a score and the critic)
 
 `sampler(rule, steps, best_of, eval_best_of)` sets the step count and best-of-N by the critic
 (`best_of_n`), which wraps any rule. Every action leaving a sampler lies in [−1, 1].
@@ -23,9 +25,10 @@ import jax.numpy as jnp
 from flowrl.primitives.base import Sampler, SampleOut, primitive
 
 
-def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False) -> SampleOut:
-  """One action per observation from sampler `s` (no best-of-N)."""
-  return s.sample(policy, params, obs, key, s.steps, deterministic)
+def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False, q=None) -> SampleOut:
+  """One action per observation from sampler `s` (no best-of-N). `q(obs, act) -> [E, ...]` is
+  the critic, for samplers that use it ('critic' in their requires)."""
+  return s.sample(policy, params, obs, key, s.steps, deterministic, q)
 
 
 def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool = False):
@@ -74,7 +77,7 @@ def _posterior(a_t, s_t, a_s, s_s):
 def _chain_rule(name, requires, make_step, init_memory=None):
   """A Sampler from `make_step(policy) -> step(x, out, α_t, σ_t, α_s, σ_s, key)`, or with
   `init_memory(x)` a multistep `step(..., key, memory) -> (x, memory)`."""
-  def sample(policy, params, obs, key, steps, deterministic):
+  def sample(policy, params, obs, key, steps, deterministic, q=None):
     step = make_step(policy)
     if init_memory is None:
       rule = lambda *args: (step(*args[:-1]), args[-1])
@@ -172,10 +175,55 @@ def euler_maruyama(eta: float = 1.0) -> Sampler:
 
 
 @primitive('sampler')
+def langevin_q(temperature: float = 0.1, corrector_steps: int = 2, step_size: float = 0.5) -> Sampler:
+  """Annealed Langevin ascent on Q (NCLQL-style predictor–corrector; Song et al. 2021): between
+  noise levels a deterministic DDIM step (predictor); at each level k < K, `corrector_steps`
+  Langevin steps toward the policy tilted by the critic, p_k(x)·exp(Q̄(s, x̂0)/τ):
+    x ← x + (η/2)·g + sqrt(η)·z,  g = −ε̂/σ_k + (α_k/τ)·∇ₐQ̄(s, clip(x̂0)),  η = (step_size·σ_k)²
+  (the critic's gradient at the denoised estimate, faded by α_k where x̂0 is unreliable). With a
+  flat critic it samples the policy itself. Needs the policy's score and the critic."""
+
+  def sample(policy, params, obs, key, steps, deterministic, q=None):
+    alphas, sigmas = policy.path(steps)
+    init_key, key = jax.random.split(key)
+    x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+    cond = policy.condition(params, obs)
+
+    def denoise(x, k):
+      t = jnp.full((1,) * (x.ndim - 1), k / steps)
+      return policy.to_eps_x0(policy.predict_cond(params, cond, x, t), x, alphas[k], sigmas[k])
+
+    def ascent(x0):
+      if q is None:
+        return jnp.zeros_like(x0)
+      return jax.grad(lambda a: jnp.sum(jnp.min(q(obs, a), axis=0)))(jnp.clip(x0, -1.0, 1.0))
+
+    def corrector(x, inputs, k):
+      eps, x0 = denoise(x, k)
+      g = -eps / sigmas[k] + alphas[k] / temperature * ascent(x0)
+      eta = jnp.square(step_size * sigmas[k])
+      return x + 0.5 * eta * g + jnp.sqrt(eta) * jax.random.normal(inputs, x.shape), None
+
+    def body(x, inputs):
+      k, step_key = inputs
+      eps, x0 = denoise(x, k)
+      x = alphas[k - 1] * jnp.clip(x0, -1.0, 1.0) + sigmas[k - 1] * eps      # DDIM, η = 0
+      keys = jax.random.split(step_key, corrector_steps)
+      x, _ = jax.lax.cond(k > 1, lambda x: jax.lax.scan(
+          lambda x, kk: corrector(x, kk, k - 1), x, keys), lambda x: (x, None), x)
+      return x, None
+
+    x, _ = jax.lax.scan(body, x, (jnp.arange(steps, 0, -1), jax.random.split(key, steps)))
+    return SampleOut(jnp.clip(x, -1.0, 1.0))
+
+  return Sampler('langevin_q', frozenset({'differentiable'}), frozenset({'score'}), sample, steps=1)
+
+
+@primitive('sampler')
 def direct() -> Sampler:
   """a ~ π(·|s) by reparameterization (mode when deterministic), with its log-prob."""
 
-  def sample(policy, params, obs, key, steps, deterministic):
+  def sample(policy, params, obs, key, steps, deterministic, q=None):
     dist, mode = policy.distribution(params, obs)
     if deterministic:
       return SampleOut(mode, None)

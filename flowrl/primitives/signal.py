@@ -23,7 +23,7 @@ from flowrl.primitives.sampler import draw
 def _q_through_sample(q_member: Optional[int]):
   def loss(params, inp: ActorInputs, key):
     sample_key, noise_key = jax.random.split(key)
-    out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key)
+    out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key, q=inp.q)
     action = inp.perturb(out.action, noise_key)
     q = inp.q(inp.obs, action)
     q = jnp.min(q, axis=0) if q_member is None else q[q_member]

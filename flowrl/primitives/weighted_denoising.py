@@ -5,7 +5,8 @@
                         â₀ᵢ ∈ [−1, 1]; wᵢ = softmax_i(Q̄(s, â₀ᵢ)/τ);
                         L = mean_b Σᵢ wᵢ ‖ε̂_θ(s, a_t, t) + ε̃ᵢ‖² (norms averaged over action dims).
   reverse_sampling_grad IDEM: the same reverse samples; s = mean |∇ₐQ̄(â₀)|,
-                        ε* = −(σ_t/α_t) Σᵢ softmax_i(Q̄(â₀ᵢ)/(τs)) ∇ₐQ̄(s, â₀ᵢ)/(τs);
+                        ε* = −(σ_t/α_t) Σᵢ softmax_i(Q̄(â₀ᵢ)/(τs)) ∇ₐQ̄(s, â₀ᵢ)/(τs), each
+                        scaled to an RMS of at most c (iDEM clips its score estimate);
                         L = mean ‖ε̂_θ(s, a_t, t) − ε*‖².
   q_weighted_particles  DPMD (Ma et al. 2025) and GeMPO's weight maps (Ma, Gao et al. 2026):
                         N particles from a frozen copy of the policy (refreshed every K actor steps,
@@ -67,8 +68,12 @@ def reverse_sampling(num_samples: int = 500, temperature: float = 0.05) -> Signa
 
 
 @primitive('signal')
-def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05) -> Signal:
-  """IDEM: match ε̂ to the softmax-weighted, normalized ∇Q of the reverse samples."""
+def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05,
+                          max_target_rms: float = 3.0) -> Signal:
+  """IDEM: match ε̂ to the softmax-weighted, normalized ∇Q of the reverse samples. The factor
+  σ/α reaches ~100 at the noisiest step of a cosine schedule, so, as iDEM clips its score
+  estimate, each target is scaled down to a root-mean-square of at most `max_target_rms` (a unit
+  Gaussian ε has 1); 0 disables the clip."""
 
   def loss(params, inp: ActorInputs, key):
     noise_key, rev_key = jax.random.split(key)
@@ -81,6 +86,9 @@ def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05) -> 
     scale = temperature * jnp.mean(jnp.abs(dq)) + 1e-8
     w = jax.nn.softmax(values / scale, axis=0)
     target = -(sigma / alpha) * jnp.sum(w[..., None] * dq, axis=0) / scale
+    if max_target_rms:
+      rms = jnp.sqrt(jnp.mean(jnp.square(target), axis=-1, keepdims=True))
+      target = target * jnp.minimum(1.0, max_target_rms / (rms + 1e-12))
     target = jax.lax.stop_gradient(target)
     return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
 
@@ -134,7 +142,7 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
     b = inp.obs.shape[0]
     obs = jnp.repeat(inp.obs, num_particles, axis=0)                            # [B·N, O]
     frozen = jax.lax.stop_gradient(inp.signal_state['frozen'])
-    particles = draw(inp.sampler, inp.policy, frozen, obs, p_key).action
+    particles = draw(inp.sampler, inp.policy, frozen, obs, p_key, q=inp.q).action
     particles = jnp.clip(particles + particle_noise * jax.random.normal(n_key, particles.shape),
                          -1.0, 1.0)
     values = jnp.min(inp.q(obs, particles), axis=0).reshape(b, num_particles)
@@ -154,7 +162,7 @@ def best_sample_advantage(num_samples: int = 64) -> Signal:
   def loss(params, inp: ActorInputs, key):
     s_key, fit_key = jax.random.split(key)
     frozen = jax.lax.stop_gradient(params)
-    sample = lambda o, k: draw(inp.sampler, inp.policy, frozen, o, k).action
+    sample = lambda o, k: draw(inp.sampler, inp.policy, frozen, o, k, q=inp.q).action
     q = lambda o, a: inp.q(o, a)
     best, values = best_of_n(sample, q, inp.obs, s_key, num_samples, with_values=True)
     w = jnp.maximum(jnp.max(values, axis=-1) - jnp.mean(values, axis=-1), 0.0)       # [B]
