@@ -121,6 +121,8 @@ def test_dpmd_loss_on_particles_of_the_frozen_policy():
   obs = jnp.repeat(batch.obs, n, axis=0)
   parts = sampler.draw(samp, policy, frozen, obs, p_key).action
   parts = np.clip(_np(parts) + 0.2 * _np(jax.random.normal(n_key, parts.shape)), -1, 1)
+  per_state = parts.reshape(B, n, 2)
+  assert all(len(np.unique(per_state[b, :, 0])) == n for b in range(B)), 'a key reused across particles'
   values = _q_np(parts).min(0).reshape(B, n)
   w = n * _softmax(values / 0.3, -1)                             # λ from the regularizer
   fit = _np(policy.fit_loss(params, obs, parts.astype(np.float32), fit_key, 5)).reshape(B, n)
