@@ -163,8 +163,7 @@ def best_sample_advantage(num_samples: int = 64) -> Signal:
     s_key, fit_key = jax.random.split(key)
     frozen = jax.lax.stop_gradient(params)
     sample = lambda o, k: draw(inp.sampler, inp.policy, frozen, o, k, q=inp.q).action
-    q = lambda o, a: inp.q(o, a)
-    best, values = best_of_n(sample, q, inp.obs, s_key, num_samples, with_values=True)
+    best, values = best_of_n(sample, inp.q, inp.obs, s_key, num_samples, with_values=True)
     w = jnp.maximum(jnp.max(values, axis=-1) - jnp.mean(values, axis=-1), 0.0)       # [B]
     w = jax.lax.stop_gradient(w)
     fit = inp.policy.fit_loss(params, inp.obs, jax.lax.stop_gradient(best), fit_key,
