@@ -3,12 +3,16 @@
   --list            print every primitive per axis with its parameters
   --resume RUN_DIR  continue a run from its newest checkpoint with its saved config
   --logdir DIR      parent folder of run folders (default: runs/)
+  --run-dir DIR     this exact run folder instead of a new one under --logdir
+  --seeds N|A,B,..  train N seeds (train.seed, train.seed+1, ...) or these seeds together in one
+                    program (vmapped), logs per seed in RUN_DIR/seed_<s>/
 
 Bad input (unknown gin name, malformed --bind, unknown env, illegal mix, missing file) prints one
 sentence to stderr and exits with status 2; a run whose loss turns NaN stops with status 3 and
 keeps its last finite checkpoint.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -23,6 +27,7 @@ if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAME = 'config.gin'
+SEEDS_NAME = 'seeds.json'
 
 
 def _parser():
@@ -32,8 +37,28 @@ def _parser():
   p.add_argument('--list', action='store_true', help='list primitives per axis and exit')
   p.add_argument('--resume', metavar='RUN_DIR', help='continue this run from its checkpoint')
   p.add_argument('--logdir', default='runs', help='parent folder of run folders')
+  p.add_argument('--run-dir', help='this exact run folder (created) instead of one under --logdir')
+  p.add_argument('--seeds', help='N seeds from train.seed on, or a list A,B,...: trained together')
   p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
   return p
+
+
+def parse_seeds(text, base_seed: int):
+  """'--seeds 3' -> [base, base+1, base+2]; '--seeds 4,9' -> [4, 9]; None -> None (one plain run)."""
+  from flowrl.errors import ConfigError
+  if text is None:
+    return None
+  try:
+    values = [int(v) for v in str(text).split(',') if v.strip()]
+  except ValueError:
+    values = []
+  if not values or (len(values) == 1 and ',' not in str(text) and values[0] < 1):
+    raise ConfigError(f'bad --seeds {text!r}; give a count (e.g. --seeds 5) or a list (--seeds 0,1,2).')
+  if len(values) == 1 and ',' not in str(text):
+    return list(range(base_seed, base_seed + values[0]))
+  if len(set(values)) != len(values):
+    raise ConfigError(f'bad --seeds {text!r}; the seeds must differ.')
+  return values
 
 
 def list_primitives() -> str:
@@ -148,20 +173,29 @@ def main(argv=None) -> int:
         raise ConfigError(f'{args.resume!r} is not a run folder (it has no {CONFIG_NAME}).')
       parse_config([config], args.bind)
       run_dir = args.resume
+      seeds_file = os.path.join(run_dir, SEEDS_NAME)
+      seeds = json.load(open(seeds_file)) if os.path.exists(seeds_file) else None
     else:
       parse_config(args.gin, args.bind)
     agent, cfg, env_name = build()
+    if not args.resume:
+      seeds = parse_seeds(args.seeds, cfg.seed)
   except ConfigError as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 2
   import gin
+  import numpy as np
   from flowrl.compose.offpolicy import TrainingDiverged, run
   enable_compile_cache()
   if not args.resume:
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    run_dir = os.path.join(args.logdir, f'{agent.method.name}-{env_name.replace(":", "_")}-'
-                                        f's{cfg.seed}-{stamp}')
+    tag = f's{cfg.seed}' if seeds is None else f's{"-".join(map(str, seeds))}'
+    run_dir = args.run_dir or os.path.join(
+        args.logdir, f'{agent.method.name}-{env_name.replace(":", "_")}-{tag}-{stamp}')
     os.makedirs(run_dir, exist_ok=True)
+    if seeds is not None:
+      with open(os.path.join(run_dir, SEEDS_NAME), 'w') as f:
+        json.dump(seeds, f)
     with open(os.path.join(run_dir, CONFIG_NAME), 'w') as f:   # every binding, for --resume
       f.write(gin.config_str())
     with open(os.path.join(run_dir, 'operative_config.gin'), 'w') as f:  # values actually used
@@ -169,7 +203,7 @@ def main(argv=None) -> int:
   print(f'run folder: {run_dir}', file=sys.stderr)
   try:
     summary = run(agent, cfg, env_name, run_dir, resume=bool(args.resume),
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, seeds=seeds)
   except TrainingDiverged as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 3
@@ -177,8 +211,9 @@ def main(argv=None) -> int:
     print(f'flowrl: interrupted; continue from the last checkpoint with '
           f'python -m flowrl.run --resume {run_dir}', file=sys.stderr)
     return 130
-  print(f"done: {summary['frames']} frames, last eval return {summary['eval_return']:.1f}, "
-        f"logs in {run_dir}", file=sys.stderr)
+  returns = np.atleast_1d(summary['eval_return'])
+  print(f"done: {summary['frames']} frames, last eval return "
+        f"{', '.join(f'{r:.1f}' for r in returns)}, logs in {run_dir}", file=sys.stderr)
   return 0
 
 

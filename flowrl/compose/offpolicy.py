@@ -1,11 +1,13 @@
 """The off-policy training loop on the host: env stepping, evaluation, logs, checkpoints.
 
-Per env frame there is one jitted call (`make_frame_step`): store, update(s), next action.
+Per env frame there is one jitted call (`make_frame_step`): store, update(s), next action, for
+one seed or for several seeds batched in one program (`train_step.batched_programs`).
 Checkpoints fall on episode boundaries (the env is reset with a seed derived from the frame, and
 the cut episode counts as truncated, so it bootstraps), which makes a resumed run continue exactly
 as an uninterrupted one with the same seed.
 """
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -13,7 +15,9 @@ import threading
 import time
 from typing import Dict, List
 
+import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -67,63 +71,81 @@ def summarize(pending: List[Dict]) -> Dict[str, float]:
   return out
 
 
-def evaluate(act_eval, state, env, episodes: int, seed: int) -> np.ndarray:
-  """Returns of `episodes` evaluation episodes with the jitted deterministic act."""
-  returns = []
+def evaluate(act_eval, state, envs, episodes: int, seeds) -> np.ndarray:
+  """Returns [S, episodes] of the jitted deterministic act, seed j's episode i on its own env reset
+  with seeds[j] + i; the S envs step together and each stops at its own episode end."""
+  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  returns = np.zeros((len(envs), episodes))
   for i in range(episodes):
-    obs, _ = env.reset(seed=seed + i)
-    key = jax.random.PRNGKey(seed + i)
-    total, done, t = 0.0, False, 0
-    while not done:
-      action = np.asarray(act_eval(state, obs[None], jax.random.fold_in(key, t)))[0]
-      obs, r, term, trunc, _ = env.step(action)
-      total, done, t = total + r, term or trunc, t + 1
-    returns.append(total)
-  return np.asarray(returns)
+    obs = np.stack([env.reset(seed=s + i)[0] for env, s in zip(envs, seeds)])
+    keys = jnp.stack([jax.random.PRNGKey(s + i) for s in seeds])
+    done, t = np.zeros(len(envs), bool), 0
+    while not done.all():
+      actions = np.asarray(act_eval(state, obs[:, None], fold(keys, t)))[:, 0]
+      for j in np.flatnonzero(~done):
+        obs[j], r, term, trunc, _ = envs[j].step(actions[j])
+        returns[j, i] += r
+        done[j] = term or trunc
+      t += 1
+  return returns
 
 
 def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: bool = False,
-        progress: bool = True) -> Dict[str, float]:
-  """Train for cfg.total_frames (from the newest checkpoint when `resume`); returns a summary."""
+        progress: bool = True, seeds=None) -> Dict:
+  """Train for cfg.total_frames (from the newest checkpoint when `resume`); returns a summary.
+
+  With `seeds` (a list), the seeds train together in one program (`vmap`) on a gymnasium vector
+  env, each writing its logs to run_dir/seed_<s>/ as a separate run with that seed would; the
+  checkpoint holds them all. Without it, one run with cfg.seed logs to run_dir itself."""
   t_start = time.time()
-  env = make_env(env_name, cfg.seed)
-  eval_env = make_env(env_name, cfg.seed + 12345)
+  seed_list = list(seeds) if seeds is not None else [cfg.seed]
+  log_dirs = ([run_dir] if seeds is None else
+              [os.path.join(run_dir, f'seed_{s}') for s in seed_list])
+  n_seeds = len(seed_list)
+  envs = gym.vector.SyncVectorEnv([functools.partial(lambda s: make_env(env_name, s), s)
+                                   for s in seed_list],
+                                  autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+  eval_envs = [make_env(env_name, s + 12345) for s in seed_list]
   spec, f32 = agent.spec, np.float32
-  blank = Batch(np.zeros(spec.obs_dim, f32), np.zeros(spec.act_dim, f32), f32(0),
-                np.zeros(spec.obs_dim, f32), f32(0), np.zeros(spec.act_dim, f32))
-  programs = compile_loop(agent, cfg, blank)
+  z = lambda *shape: np.zeros((n_seeds,) + shape, f32)
+  blank = Batch(z(spec.obs_dim), z(spec.act_dim), z(), z(spec.obs_dim), z(), z(spec.act_dim))
+  programs = compile_loop(agent, cfg, blank, seed_list)
   step = programs.step
   loop = programs.init()
   mngr = checkpoint.manager(run_dir)
-  host = {'episodes': 0, 'last_return': float('nan'), 'eval_return': float('nan')}
+  nan = float('nan')
+  host = {'episodes': [0] * n_seeds, 'last_return': [nan] * n_seeds,
+          'eval_return': [nan] * n_seeds}
   if resume:
     restored = checkpoint.restore(mngr, loop)
     if restored is not None:
       loop, host = restored
   frame = int(loop.frame)
-  log = RunLog(run_dir, resume_frame=frame)
-  obs, _ = env.reset(seed=_reset_seed(cfg.seed, frame))
+  logs = [RunLog(d, resume_frame=frame) for d in log_dirs]
+  obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list])
   loop, action, _ = step(loop, blank, np.bool_(False), obs)
-  pending, episode_return, first_update = [], 0.0, None
+  pending, episode_return, first_update = [], np.zeros(n_seeds), None
   bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
-             dynamic_ncols=True, desc=f'{agent.method.name} {env_name}')
+             dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
+                                      + (f' ×{n_seeds} seeds' if n_seeds > 1 else ''))
   window_start, window_frame = time.time(), frame
   try:
     while frame < cfg.total_frames:
       a = np.asarray(action)
-      next_obs, reward, terminated, truncated, _ = env.step(a)
+      next_obs, reward, terminated, truncated, _ = envs.step(a)
       frame += 1
       episode_return += reward
       boundary = frame % cfg.checkpoint_every == 0 or frame == cfg.total_frames
-      transition = Batch(obs, a, f32(reward), next_obs, f32(terminated), a)
-      if terminated or truncated or boundary:
-        host['episodes'] += 1
-        host['last_return'] = float(episode_return)
-        episode_return = 0.0
-        seed = _reset_seed(cfg.seed, frame) if boundary else None
-        obs, _ = env.reset(seed=seed)
-      else:
-        obs = next_obs
+      transition = Batch(obs, a, reward.astype(f32), next_obs, terminated.astype(f32), a)
+      ended = np.ones(n_seeds, bool) if boundary else terminated | truncated
+      obs = next_obs
+      if ended.any():
+        for j in np.flatnonzero(ended):
+          host['episodes'][j] += 1
+          host['last_return'][j] = float(episode_return[j])
+          episode_return[j] = 0.0
+        reset_seeds = [_reset_seed(s, frame) for s in seed_list] if boundary else None
+        obs, _ = envs.reset(seed=reset_seeds, options={'reset_mask': ended})
       loop, action, metrics = step(loop, transition, np.bool_(True), obs)
       pending.append(metrics)
       bar.update(1)
@@ -131,25 +153,30 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         jax.block_until_ready(action)
         first_update = time.time() - t_start
       if frame % cfg.log_every == 0 or boundary:
-        stats = summarize(jax.device_get(pending))
+        window = jax.device_get(pending)
         pending = []
-        bad = [k for k, v in stats.items() if not math.isfinite(v)]
-        if bad:
-          raise TrainingDiverged(
-              f"training diverged at frame {frame}: {', '.join(bad)} became non-finite; "
-              f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
         now = time.time()
-        stats['frames_per_second'] = (frame - window_frame) / max(now - window_start, 1e-9)
-        stats['episode_return'] = host['last_return']
+        fps = (frame - window_frame) / max(now - window_start, 1e-9)
         window_start, window_frame = now, frame
-        log.write('train', frame, stats)
+        for j, log in enumerate(logs):
+          stats = summarize([jax.tree_util.tree_map(lambda x: x[j], p) for p in window])
+          bad = [k for k, v in stats.items() if not math.isfinite(v)]
+          if bad:
+            raise TrainingDiverged(
+                f"training diverged at frame {frame} (seed {seed_list[j]}): {', '.join(bad)} "
+                f"became non-finite; the last finite checkpoint is kept in "
+                f"{os.path.join(run_dir, 'checkpoints')}.")
+          stats['frames_per_second'] = fps
+          stats['episode_return'] = host['last_return'][j]
+          log.write('train', frame, stats)
       if frame % cfg.eval_every == 0 or frame == cfg.total_frames:
-        returns = evaluate(programs.act_eval.result(), loop.agent, eval_env, cfg.eval_episodes,
-                           _reset_seed(cfg.seed + 777, frame))
-        host['eval_return'] = float(returns.mean())
-        log.write('eval', frame, {'return_mean': returns.mean(), 'return_std': returns.std()})
-      bar.set_postfix(ret=f"{host['last_return']:.1f}", eval=f"{host['eval_return']:.1f}",
-                      refresh=False)
+        returns = evaluate(programs.act_eval.result(), loop.agent, eval_envs, cfg.eval_episodes,
+                           [_reset_seed(s + 777, frame) for s in seed_list])
+        host['eval_return'] = [float(r.mean()) for r in returns]
+        for log, r in zip(logs, returns):
+          log.write('eval', frame, {'return_mean': r.mean(), 'return_std': r.std()})
+      bar.set_postfix(ret=f"{np.mean(host['last_return']):.1f}",
+                      eval=f"{np.mean(host['eval_return']):.1f}", refresh=False)
       if boundary:
         if not checkpoint.is_finite(loop.agent):
           raise TrainingDiverged(
@@ -159,9 +186,14 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           checkpoint.save(mngr, frame, loop, host)
   finally:
     bar.close()
-    log.close()
+    for log in logs:
+      log.close()
     mngr.close()
-  if os.path.exists(os.path.join(run_dir, 'eval.csv')):
-    plot_learning_curve(run_dir, f'{agent.method.name} on {env_name}')
-  return {'frames': frame, 'eval_return': host['eval_return'],
+    envs.close()
+  for d, s in zip(log_dirs, seed_list):
+    if os.path.exists(os.path.join(d, 'eval.csv')):
+      plot_learning_curve(d, f'{agent.method.name} on {env_name}'
+                          + (f' (seed {s})' if seeds is not None else ''))
+  one = (lambda v: v[0]) if seeds is None else (lambda v: v)
+  return {'frames': frame, 'eval_return': one(host['eval_return']),
           'seconds_to_first_update': first_update, 'seconds': time.time() - t_start}
