@@ -123,7 +123,10 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   frame = int(loop.frame)
   logs = [RunLog(d, resume_frame=frame) for d in log_dirs]
   obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list])
-  loop, action, _ = step(loop, blank, np.bool_(False), obs)
+  if 'action' in host:     # resumed: the action the checkpointed run chose for this very obs
+    action = np.asarray(host.pop('action'), f32)
+  else:
+    loop, action, _ = step(loop, blank, np.bool_(False), obs)
   pending, episode_return, first_update = [], np.zeros(n_seeds), None
   bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
              dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
@@ -182,8 +185,8 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           raise TrainingDiverged(
               f"training diverged before frame {frame}: parameters became non-finite; "
               f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
-        with _sigint_deferred():
-          checkpoint.save(mngr, frame, loop, host)
+        with _sigint_deferred():   # with the next action, so a resumed run draws no new key
+          checkpoint.save(mngr, frame, loop, {**host, 'action': np.asarray(action).tolist()})
   finally:
     bar.close()
     for log in logs:
