@@ -19,6 +19,8 @@ REQUIRED = [
     'tqdm==4.70.1',
     'matplotlib==3.11.2',
     'rliable==1.2.0',
+    'arch==7.2.0',             # rliable's bootstrap; it wants arch<8, and arch 7.2 fails to import
+    'pandas==2.3.3',           # on pandas 3 (deprecate_kwarg changed), so both are pinned here
     'orbax-checkpoint==0.12.8',
 ]
 
@@ -30,7 +32,8 @@ setup(
     python_requires='>=3.11',
     install_requires=REQUIRED,
     extras_require={
-        'dev': ['pytest==9.2.0'],
+        # developers run the Ray backend's test against a loopback head, so dev includes Ray
+        'dev': ['pytest==9.2.0', 'ray[tune]==2.60.0'],
         'ray': ['ray[tune]==2.60.0'],
         'mjx': ['mujoco-mjx==3.17.0'],
     },

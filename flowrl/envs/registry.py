@@ -1,5 +1,6 @@
 """The environment registry and its one error for an unknown name."""
 import os
+import warnings
 
 import gin
 import gymnasium as gym
@@ -10,6 +11,10 @@ from flowrl.errors import ConfigError
 GYM_TASKS = ('Ant-v5', 'HalfCheetah-v5', 'Hopper-v5', 'Humanoid-v5', 'HumanoidStandup-v5',
              'InvertedDoublePendulum-v5', 'InvertedPendulum-v5', 'Pusher-v5', 'Reacher-v5',
              'Swimmer-v5', 'Walker2d-v5', 'Pendulum-v1', 'MountainCarContinuous-v0')
+
+
+# gymnasium warns once per space that it stores float64 bounds as float32; nothing to act on.
+warnings.filterwarnings('ignore', message='.*precision lowered by casting to float32')
 
 
 def _dmc_tasks():

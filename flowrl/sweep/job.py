@@ -1,0 +1,79 @@
+"""One run of a sweep as a `python -m flowrl.run` process, the same on every backend: its folder,
+its command (fresh or `--resume`), its thread and core placement, and its status marker.
+
+A run folder with `done.json` is finished and skipped when the sweep restarts; one with a saved
+config but no marker was interrupted and continues from its newest checkpoint (`--resume`)."""
+import json
+import os
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+from flowrl.sweep.spec import Run
+
+DONE = 'done.json'
+# XLA's CPU client with one compute thread, for a process that has one core to itself.
+SINGLE_THREAD_XLA = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+EXIT_DIVERGED = 3     # flowrl.run's status for a run stopped by a non-finite loss
+
+
+def run_dir(out_dir: str, run: Run) -> str:
+  return os.path.join(out_dir, 'runs', run.key)
+
+
+def is_done(out_dir: str, run: Run) -> bool:
+  return os.path.exists(os.path.join(run_dir(out_dir, run), DONE))
+
+
+def command(out_dir: str, run: Run, frames: Optional[int] = None) -> Sequence[str]:
+  """Fresh: the run's gin files, bindings and seeds; interrupted before: --resume its folder."""
+  folder = run_dir(out_dir, run)
+  base = [sys.executable, '-m', 'flowrl.run', '--no-progress']
+  if os.path.exists(os.path.join(folder, 'config.gin')):
+    return base + ['--resume', folder]
+  args = [f'--gin={g}' for g in run.gin_files]
+  for b in run.bindings:
+    args += ['--bind', b]
+  return base + args + ['--seeds', ','.join(map(str, run.seeds)), '--run-dir', folder]
+
+
+def environment(single_thread: bool) -> dict:
+  env = dict(os.environ)
+  if single_thread:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' ' + SINGLE_THREAD_XLA).strip()
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (repo, env.get('PYTHONPATH')) if p)
+  return env
+
+
+def start(out_dir: str, run: Run, core: Optional[int] = None,
+          single_thread: Optional[bool] = None) -> subprocess.Popen:
+  """Launch the run; with `core`, pinned to that core with one XLA thread (`single_thread`
+  alone: one thread, unpinned, as on a Ray worker with one CPU). Output: the folder's stdout.log."""
+  folder = run_dir(out_dir, run)
+  os.makedirs(folder, exist_ok=True)
+  log = open(os.path.join(folder, 'stdout.log'), 'a')
+  env = environment(core is not None if single_thread is None else single_thread)
+  env.pop('FLOWRL_PIN_CORE', None)
+  if core is not None:
+    env['FLOWRL_PIN_CORE'] = str(core)   # flowrl.run pins itself first thing (no fork here)
+  return subprocess.Popen(command(out_dir, run), stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def finish(out_dir: str, run: Run, returncode: int) -> str:
+  """Record how the run ended: 'finished' and 'diverged' (its logs up to the divergence stand)
+  are final; anything else is 'failed' and is retried when the sweep restarts."""
+  folder = run_dir(out_dir, run)
+  status = {0: 'finished', EXIT_DIVERGED: 'diverged'}.get(returncode, 'failed')
+  if status != 'failed':
+    with open(os.path.join(folder, DONE), 'w') as f:
+      json.dump({'status': status, 'returncode': returncode}, f)
+  return status
+
+
+def last_line(out_dir: str, run: Run) -> str:
+  path = os.path.join(run_dir(out_dir, run), 'stdout.log')
+  if not os.path.exists(path):
+    return ''
+  lines = [l.strip() for l in open(path, errors='replace') if l.strip()]
+  return lines[-1] if lines else ''
