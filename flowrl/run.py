@@ -4,8 +4,8 @@
   --resume RUN_DIR  continue a run from its newest checkpoint with its saved config
   --logdir DIR      parent folder of run folders (default: runs/)
   --run-dir DIR     this exact run folder instead of a new one under --logdir
-  --seeds N|A,B,..  train N seeds (train.seed, train.seed+1, ...) or these seeds together in one
-                    program (vmapped), logs per seed in RUN_DIR/seed_<s>/
+  --seeds N|A,B,..  train N seeds (train.seed, train.seed+1, ...) or these seeds ('A,' is the one
+                    seed A) together in one program (vmapped), logs per seed in RUN_DIR/seed_<s>/
 
 Bad input (unknown gin name, malformed --bind, unknown env, illegal mix, missing file) prints one
 sentence to stderr and exits with status 2; a run whose loss turns NaN stops with status 3 and

@@ -82,6 +82,15 @@ def test_methods_times_suite_tasks_times_seed_blocks():
   assert runs[0].bindings[-1] == "env.name = 'Hopper-v5'"
 
 
+def test_a_one_seed_run_gets_exactly_its_seed(tmp_path):
+  from flowrl import run as cli
+  from flowrl.sweep import job
+  for seeds in ((3,), (4, 7)):
+    cmd = job.command(str(tmp_path), spec.Run('v', 'Pendulum-v1', seeds, ('gin/sac.gin',), ()))
+    assert cli.parse_seeds(cmd[cmd.index('--seeds') + 1], base_seed=0) == list(seeds)
+  assert cli.parse_seeds('3', base_seed=10) == [10, 11, 12]
+
+
 def test_an_illegal_mix_in_one_variant_fails_before_anything_runs():
   runs = spec.expand_runs(spec.expand_variants(
       ['gin/sac.gin'], ['signal=@reparam_q,@q_score_matching']), ['Pendulum-v1'], [0], 1)
@@ -168,6 +177,23 @@ def test_statistics_equal_a_direct_rliable_computation(tmp_path):
   np.testing.assert_allclose(summary['aggregate']['b']['iqm'], [points['b'][0], *cis['b'][:, 0]])
   poi = metrics.probability_of_improvement(norm['b'], norm['a'])
   assert summary['probability_of_improvement']['b'][0] == pytest.approx(poi) == 1.0
+
+
+def test_a_suite_report_has_methods_by_tasks_aggregate_and_its_plot(tmp_path):
+  finals = {('sac', 'Hopper-v5'): [10, 20, 30], ('sac', 'Ant-v5'): [1000, 1100, 1200],
+            ('qsm', 'Hopper-v5'): [40, 50, 60], ('qsm', 'Ant-v5'): [3000, 3100, 3200]}
+  _synthetic_sweep(str(tmp_path), finals)
+  summary = report.write(report.collect_sweep(str(tmp_path)), str(tmp_path), 'suite', reps=500)
+  table = open(tmp_path / 'table.md').read()
+  assert '| variant | Hopper-v5 | Ant-v5 |' in table
+  assert '| qsm | 50.0 [40.0, 60.0] | 3100.0 [3000.0, 3200.0] |' in table
+  # qsm's runs beat every sac run on both tasks: normalized IQM 1 vs 0 up to the spread
+  assert summary['aggregate']['qsm']['iqm'][0] > 0.9 > 0.1 > summary['aggregate']['sac']['iqm'][0]
+  assert summary['probability_of_improvement']['qsm'][0] == 1.0
+  assert '## Probability of improvement over sac' in table and '| qsm | 1.00 [1.00, 1.00] |' in table
+  import matplotlib.image as mpimg
+  for name in ('aggregate.png', 'curves_Hopper-v5.png', 'curves_Ant-v5.png', 'final_return.png'):
+    assert mpimg.imread(str(tmp_path / name))[..., :3].std() > 0.05
 
 
 # ---------------------------------------------------------------- end to end
@@ -293,6 +319,7 @@ def test_ray_backend_on_a_loopback_head_writes_the_same_results_folder(local_swe
     subprocess.run([ray_bin, 'stop', '--force'], env=env, capture_output=True, timeout=120)
   assert res.returncode == 0, res.stderr[-3000:]
   assert _layout(str(tmp_path / 'ray')) == _layout(out)
-  ray_finals, local_finals = _final_returns(str(tmp_path / 'ray')), _final_returns(out)
-  assert ray_finals.keys() == local_finals.keys()
-  assert all(np.isfinite(v) for v in ray_finals.values())
+  # the same single-threaded programs on the same seeds: the same numbers
+  assert _final_returns(str(tmp_path / 'ray')) == pytest.approx(_final_returns(out), rel=1e-6)
+  assert (json.load(open(tmp_path / 'ray' / 'summary.json'))['per_task'] ==
+          json.load(open(os.path.join(out, 'summary.json')))['per_task'])

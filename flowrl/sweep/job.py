@@ -34,7 +34,12 @@ def command(out_dir: str, run: Run, frames: Optional[int] = None) -> Sequence[st
   args = [f'--gin={g}' for g in run.gin_files]
   for b in run.bindings:
     args += ['--bind', b]
-  return base + args + ['--seeds', ','.join(map(str, run.seeds)), '--run-dir', folder]
+  return base + args + ['--seeds', seed_list(run.seeds), '--run-dir', folder]
+
+
+def seed_list(seeds) -> str:
+  """`--seeds` text naming exactly these seeds ('3,' is seed 3; '3' would mean three seeds)."""
+  return ','.join(map(str, seeds)) + (',' if len(seeds) == 1 else '')
 
 
 def environment(single_thread: bool) -> dict:

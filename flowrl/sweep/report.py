@@ -211,7 +211,7 @@ def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int 
       p, lo, hi = rows[v][stat]
       ax.errorbar([p], [i], xerr=[[p - lo], [hi - p]], fmt='o', capsize=4)
     ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - 0.5, -0.5)     # first variant on top, half a row of margin
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis='x')
 
