@@ -148,6 +148,7 @@ def _synthetic_sweep(folder, finals):
              'title': 't'}, open(os.path.join(folder, 'sweep.json'), 'w'))
 
 
+@pytest.mark.filterwarnings('ignore:random_state is deprecated')   # rliable -> arch, direct call
 def test_statistics_equal_a_direct_rliable_computation(tmp_path):
   rng = np.random.default_rng(1)
   finals = {(v, t): list(rng.normal(loc, 30.0, 5)) for v, loc in (('a', 100), ('b', 300))
@@ -323,3 +324,27 @@ def test_ray_backend_on_a_loopback_head_writes_the_same_results_folder(local_swe
   assert _final_returns(str(tmp_path / 'ray')) == pytest.approx(_final_returns(out), rel=1e-6)
   assert (json.load(open(tmp_path / 'ray' / 'summary.json'))['per_task'] ==
           json.load(open(os.path.join(out, 'summary.json')))['per_task'])
+
+
+def test_methods_side_by_side_across_a_suite_end_to_end(tmp_path):
+  out = str(tmp_path / 'suite')
+  res = _cli('flowrl.ablate', [
+      '--gin=gin/sac.gin,gin/td3.gin', '--suite', 'classic', '--seeds', '2',
+      '--bind', 'tanh_gaussian.hidden=(16,)', '--bind', 'deterministic.hidden=(16,)',
+      '--bind', 'ensemble_q.hidden=(16,)', '--bind', 'train.total_frames=400',
+      '--bind', 'train.random_frames=200', '--bind', 'train.learning_starts=200',
+      '--bind', 'train.eval_every=400', '--bind', 'train.eval_episodes=1',
+      '--bind', 'train.checkpoint_every=400', '--bind', 'train.batch_size=32',
+      '--reps', '1000', '--out', out], timeout=600)
+  assert res.returncode == 0, res.stderr[-2000:]
+  summary = json.load(open(os.path.join(out, 'summary.json')))
+  assert summary['variants'] == ['sac', 'td3'] and summary['tasks'] == list(spec.SUITES['classic'])
+  for task in spec.SUITES['classic']:
+    for m in ('sac', 'td3'):
+      runs = sorted(glob.glob(os.path.join(out, 'runs', m, task, '*', 'seed_*', 'eval.csv')))
+      got = [float(list(csv.DictReader(open(p)))[-1]['return_mean']) for p in runs]
+      assert summary['per_task'][task][m]['final_returns'] == pytest.approx(got) and len(got) == 2
+  assert set(summary['aggregate']) == {'sac', 'td3'} and 'td3' in summary['probability_of_improvement']
+  table = open(os.path.join(out, 'table.md')).read()
+  assert '| variant | Pendulum-v1 | InvertedPendulum-v5 |' in table
+  assert os.path.exists(os.path.join(out, 'aggregate.png'))
