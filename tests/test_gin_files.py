@@ -50,3 +50,16 @@ def test_method_file_compiles_and_updates(path):
   assert int(state.step) == 2
   action = jax.jit(agent.act, static_argnums=3)(state, batch.obs, jax.random.PRNGKey(3), True)
   assert action.shape == (16, a) and float(jnp.max(jnp.abs(action))) <= 1.0
+
+  # the seed-batched frame step traces for every method: each primitive batches under vmap and
+  # the counters stay unbatched (vmap's out_axes=None would fail otherwise), no compile needed
+  from flowrl.compose.train_step import batched_programs
+  init, step, act_eval = batched_programs(agent, cfg, (0, 1))
+  loop = jax.eval_shape(init)
+  two = lambda *shape: jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
+  transitions = Batch(two(o), two(a), two(), two(o), two(), two(a))
+  loop, actions, metrics = jax.eval_shape(step, loop, transitions, jnp.bool_(True), two(o))
+  assert actions.shape == (2, a) and loop.agent.step.shape == () and loop.frame.shape == ()
+  assert all(m.shape[0] == 2 for m in metrics.values())
+  assert jax.eval_shape(act_eval, loop.agent, two(1, o),
+                        jax.ShapeDtypeStruct((2, 2), jnp.uint32)).shape == (2, 1, a)
