@@ -155,6 +155,10 @@ def main(argv=None) -> int:
       ray_backend.run_all(out, runs, layout, args.address, on_finish)
     else:
       local.run_all(out, runs, layout, on_finish)
+  except ConfigError as e:
+    bar.close()
+    print(f'flowrl: {e}', file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     bar.close()
     print(f'flowrl: interrupted; continue with python -m flowrl.ablate --resume {out}',

@@ -307,15 +307,20 @@ def test_ray_backend_on_a_loopback_head_writes_the_same_results_folder(local_swe
   out, _ = local_sweep
   ray_bin = os.path.join(os.path.dirname(sys.executable), 'ray')
   port = _free_port()
-  env = {**os.environ, 'PYTHONPATH': REPO, 'RAY_USAGE_STATS_ENABLED': '0'}
+  # a home of its own: a local Ray started earlier on this machine leaves ~/.ray/auth_token, and
+  # a head and driver that disagree about it fail with InvalidAuthToken (seen here)
+  os.makedirs(tmp_path / 'home')
+  env = {**os.environ, 'PYTHONPATH': REPO, 'RAY_USAGE_STATS_ENABLED': '0',
+         'HOME': str(tmp_path / 'home')}
   head = subprocess.run([ray_bin, 'start', '--head', '--node-ip-address=127.0.0.1',
                          f'--port={port}', '--num-cpus=2', '--include-dashboard=false',
                          '--disable-usage-stats'], env=env, capture_output=True, text=True,
                         timeout=120)
   assert head.returncode == 0, head.stderr[-2000:]
   try:
-    res = _cli('flowrl.ablate', SWEEP_ARGS + ['--out', str(tmp_path / 'ray'), '--backend', 'ray',
-                                              '--address', f'127.0.0.1:{port}'], timeout=600)
+    res = subprocess.run([sys.executable, '-m', 'flowrl.ablate'] + SWEEP_ARGS + [
+        '--out', str(tmp_path / 'ray'), '--backend', 'ray', '--address', f'127.0.0.1:{port}'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   finally:
     subprocess.run([ray_bin, 'stop', '--force'], env=env, capture_output=True, timeout=120)
   assert res.returncode == 0, res.stderr[-3000:]

@@ -34,10 +34,15 @@ def run_all(out_dir: str, runs: Sequence[Run], layout: Layout, address: Optional
     return {}
   started_here = not ray.is_initialized()
   if started_here:
-    if address:
-      ray.init(address=address, log_to_driver=False)
-    else:
-      ray.init(num_cpus=len(cores()), include_dashboard=False, log_to_driver=False)
+    try:
+      if address:
+        ray.init(address=address, log_to_driver=False)
+      else:
+        ray.init(num_cpus=len(cores()), include_dashboard=False, log_to_driver=False)
+    except Exception as e:   # Ray's own message is a long traceback; say it in one sentence
+      where = f'the Ray cluster at {address}' if address else 'a local Ray'
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise ConfigError(f'cannot start or reach {where}: {first}') from None
   by_key = {r.key: r for r in todo}
 
   def trial(config):
