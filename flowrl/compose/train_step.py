@@ -98,12 +98,6 @@ SEED_AXES = LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, sign
                       buffer=rb.ReplayBuffer(data=0, ptr=None, size=None), key=0, frame=None)
 
 
-def seed_slice(loop: LoopState, i: int) -> LoopState:
-  """Seed i's own loop state out of a seed-batched one (as a separate run with that seed has it)."""
-  return jax.tree_util.tree_map(lambda axis, x: x if axis is None else x[i], SEED_AXES, loop,
-                                is_leaf=lambda a: a is None)
-
-
 def batched_programs(agent: Agent, cfg: TrainConfig, seeds):
   """(init, step, act_eval) over S = len(seeds) seeds, all with a leading seed axis on the host side:
     init() -> loop;  step(loop, transitions [S, ...], valid, next_obs [S, O]) -> (loop, [S, A], metrics [S, ...]);
