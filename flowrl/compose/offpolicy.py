@@ -6,7 +6,6 @@ Checkpoints fall on episode boundaries (the env is reset with a seed derived fro
 the cut episode counts as truncated, so it bootstraps), which makes a resumed run continue exactly
 as an uninterrupted one with the same seed.
 """
-import contextlib
 import functools
 import math
 import os
@@ -33,21 +32,26 @@ class TrainingDiverged(RuntimeError):
   """A loss became NaN or infinite; the run stopped and kept its last finite checkpoint."""
 
 
-@contextlib.contextmanager
-def _sigint_deferred():
-  """Hold a Ctrl-C that arrives inside the block until the block is done (a checkpoint being
-  written is finished, not cut), then raise it."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  received = []
-  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
-    if received:
+class _Interrupts:
+  """Ctrl-C while training only sets a flag; the loop raises KeyboardInterrupt at a safe point
+  (`check`, at the start of each frame and after the last one). Python would raise it wherever
+  the main thread happens to be: inside a garbage-collection callback it is ignored (seen here: a
+  run trained on to its end), and in a checkpoint write it would cut the write."""
+
+  def __init__(self):
+    self.received, self.previous = [], None
+    if threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGINT,
+                                    lambda signum, frame: self.received.append(signum))
+
+  def check(self):
+    if self.received:
       raise KeyboardInterrupt
+
+  def restore(self):
+    if self.previous is not None:
+      signal.signal(signal.SIGINT, self.previous)
+      self.previous = None
 
 
 def _reset_seed(seed: int, frame: int) -> int:
@@ -134,8 +138,10 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
              dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
                                       + (f' ×{n_seeds} seeds' if n_seeds > 1 else ''))
   window_start, window_frame = time.time(), frame
+  interrupts = _Interrupts()
   try:
     while frame < cfg.total_frames:
+      interrupts.check()
       a = np.asarray(action)
       next_obs, reward, terminated, truncated, _ = envs.step(a)
       frame += 1
@@ -187,9 +193,11 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           raise TrainingDiverged(
               f"training diverged before frame {frame}: parameters became non-finite; "
               f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
-        with _sigint_deferred():   # with the next action, so a resumed run draws no new key
-          checkpoint.save(mngr, frame, loop, {**host, 'action': np.asarray(action).tolist()})
+        # with the next action, so a resumed run draws no new key
+        checkpoint.save(mngr, frame, loop, {**host, 'action': np.asarray(action).tolist()})
+    interrupts.check()
   finally:
+    interrupts.restore()
     bar.close()
     for log in logs:
       log.close()
