@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
+from flowrl import run as cli
 from flowrl.sweep.spec import Run
 
 DONE = 'done.json'
@@ -25,11 +26,11 @@ def is_done(out_dir: str, run: Run) -> bool:
   return os.path.exists(os.path.join(run_dir(out_dir, run), DONE))
 
 
-def command(out_dir: str, run: Run, frames: Optional[int] = None) -> Sequence[str]:
+def command(out_dir: str, run: Run) -> Sequence[str]:
   """Fresh: the run's gin files, bindings and seeds; interrupted before: --resume its folder."""
   folder = run_dir(out_dir, run)
   base = [sys.executable, '-m', 'flowrl.run', '--no-progress']
-  if os.path.exists(os.path.join(folder, 'config.gin')):
+  if os.path.exists(os.path.join(folder, cli.CONFIG_NAME)):
     return base + ['--resume', folder]
   args = [f'--gin={g}' for g in run.gin_files]
   for b in run.bindings:
