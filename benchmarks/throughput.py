@@ -73,25 +73,26 @@ def startup(method: str, cache: str) -> dict:
                                       'train.buffer_size=1000'])
   env = make_env(ENV, 0)
   f32 = np.float32
-  blank = Batch(np.zeros(agent.spec.obs_dim, f32), np.zeros(agent.spec.act_dim, f32), f32(0),
-                np.zeros(agent.spec.obs_dim, f32), f32(0), np.zeros(agent.spec.act_dim, f32))
+  seed = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree)   # one-seed axis
+  blank = seed(Batch(np.zeros(agent.spec.obs_dim, f32), np.zeros(agent.spec.act_dim, f32), f32(0),
+                     np.zeros(agent.spec.obs_dim, f32), f32(0), np.zeros(agent.spec.act_dim, f32)))
   programs = compile_loop(agent, cfg, blank)
   loop = programs.init()
   obs, _ = env.reset(seed=0)
-  loop, action, _ = programs.step(loop, blank, np.bool_(False), obs)
-  a = np.asarray(action)
+  loop, action, _ = programs.step(loop, blank, np.bool_(False), obs[None])
+  a = np.asarray(action)[0]
   nxt, r, term, trunc, _ = env.step(a)
   jax.block_until_ready(action)
   before = time.time()
-  loop, action, metrics = programs.step(loop, Batch(obs, a, f32(r), nxt, f32(term), a),
-                                        np.bool_(True), nxt)
+  loop, action, metrics = programs.step(loop, seed(Batch(obs, a, f32(r), nxt, f32(term), a)),
+                                        np.bool_(True), nxt[None])
   jax.block_until_ready(metrics)
   first = time.time() - _process_start()
   first_compute = time.time() - before
-  assert float(np.asarray(metrics['updated'])[0]) == 1.0
+  assert float(np.asarray(metrics['updated']).ravel()[0]) == 1.0
 
   step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
-  obs = nxt
+  obs, action = nxt, action[0]
   for i in range(40):
     a = np.asarray(action)
     nxt, r, term, trunc, _ = env.step(a)
