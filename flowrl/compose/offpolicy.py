@@ -108,17 +108,17 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   log_dirs = ([run_dir] if seeds is None else
               [os.path.join(run_dir, f'seed_{s}') for s in seed_list])
   n_seeds = len(seed_list)
+  spec, f32 = agent.spec, np.float32
+  z = lambda *shape: np.zeros((n_seeds,) + shape, f32)
+  blank = Batch(z(spec.obs_dim), z(spec.act_dim), z(), z(spec.obs_dim), z(), z(spec.act_dim))
+  programs = compile_loop(agent, cfg, blank, seed_list)   # XLA compiles while the host sets up
   envs = gym.vector.SyncVectorEnv([functools.partial(lambda s: make_env(env_name, s), s)
                                    for s in seed_list],
                                   autoreset_mode=gym.vector.AutoresetMode.DISABLED)
   eval_envs = [make_env(env_name, s + 12345) for s in seed_list]
-  spec, f32 = agent.spec, np.float32
-  z = lambda *shape: np.zeros((n_seeds,) + shape, f32)
-  blank = Batch(z(spec.obs_dim), z(spec.act_dim), z(), z(spec.obs_dim), z(), z(spec.act_dim))
-  programs = compile_loop(agent, cfg, blank, seed_list)
-  step = programs.step
-  loop = programs.init()
   mngr = checkpoint.manager(run_dir)
+  step = programs.step.result()
+  loop = programs.init.result()()
   nan = float('nan')
   host = {'episodes': [0] * n_seeds, 'last_return': [nan] * n_seeds,
           'eval_return': [nan] * n_seeds}
@@ -157,12 +157,14 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           episode_return[j] = 0.0
         reset_seeds = [_reset_seed(s, frame) for s in seed_list] if boundary else None
         obs, _ = envs.reset(seed=reset_seeds, options={'reset_mask': ended})
+      called = time.time()
       loop, action, metrics = step(loop, transition, np.bool_(True), obs)
       pending.append(metrics)
       bar.update(1)
       if first_update is None and frame >= cfg.learning_starts:
         jax.block_until_ready(action)
-        first_update = time.time() - t_start
+        first_update = (called, time.time())
+        programs.act_eval.start()     # in the background, now that it no longer slows the update
       if frame % cfg.log_every == 0 or boundary:
         window = jax.device_get(pending)
         pending = []
@@ -208,5 +210,10 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
       plot_learning_curve(d, f'{agent.method.name} on {env_name}'
                           + (f' (seed {s})' if seeds is not None else ''))
   one = (lambda v: v[0]) if seeds is None else (lambda v: v)
-  return {'frames': frame, 'eval_return': one(host['eval_return']),
-          'seconds_to_first_update': first_update, 'seconds': time.time() - t_start}
+  summary = {'frames': frame, 'eval_return': one(host['eval_return']),
+             'seconds': time.time() - t_start}
+  if first_update is not None:
+    summary.update(seconds_to_first_update=first_update[1] - t_start,
+                   first_update_done_at=first_update[1],                  # time.time()
+                   first_update_call_seconds=first_update[1] - first_update[0])
+  return summary
