@@ -1,8 +1,10 @@
 """Speed of every method file on HalfCheetah-v5 (batch 256), printed as JSON.
 
 Per method:
-  start_to_first_update_s   process start -> first finished update, in a fresh process, with JAX's
-                            persistent compilation cache cold and then warm (learning_starts = 1)
+  start_to_first_update_s   process start -> first finished update of a run through the library's
+                            loop (offpolicy.run, as `python -m flowrl.run` calls it), in a fresh
+                            process, with JAX's persistent compilation cache cold and then warm
+                            (learning_starts = 1)
   first_update_compute_s    of which the first update's own run time (DACER estimates its policy's
                             entropy on update 0, as the official code does: 51,200 chain samples)
   recompiles_after_first    compiled versions of the frame step beyond the first after 40 more
@@ -44,11 +46,10 @@ ENV = 'HalfCheetah-v5'
 
 
 def _process_start() -> float:
-  try:
-    import psutil
-    return psutil.Process().create_time()
-  except ImportError:
-    return T_IMPORT
+  """When the parent launched this process (it passes its clock in FLOWRL_SPAWNED_AT). psutil's
+  create_time is not used: it adds the boot time, which /proc/stat rounds to whole seconds (here
+  it put the start 0.27 s early)."""
+  return float(os.environ.get('FLOWRL_SPAWNED_AT', T_IMPORT))
 
 
 def _configure(method: str, extra=()):
@@ -59,47 +60,39 @@ def _configure(method: str, extra=()):
 
 
 def startup(method: str, cache: str) -> dict:
-  """Child process: time to the first finished update along `flowrl.run`'s own path (parallel
-  ahead-of-time compilation), then 40 more frames through a plain `jax.jit` of the same frame step
-  to count how many versions it compiles (1 means no recompilation)."""
+  """Child process: time from process start to the first finished update along `flowrl.run`'s own
+  path (`offpolicy.run`: its imports, envs, logs and checkpoints, the ahead-of-time compilation),
+  then 40 more frames through a plain `jax.jit` of the same frame step to count how many versions
+  it compiles (1 means no recompilation)."""
   import numpy as np
   from flowrl import run as cli
+  agent, cfg, _ = _configure(method, ['train.learning_starts=1', 'train.random_frames=1',
+                                      'train.total_frames=2', 'train.buffer_size=1000'])
   cli.enable_compile_cache(cache)
+  from flowrl.compose.offpolicy import run
+  with tempfile.TemporaryDirectory() as run_dir:
+    summary = run(agent, cfg, ENV, run_dir, progress=False)
+  first = summary['first_update_done_at'] - _process_start()
+
   import jax
-  from flowrl.compose.train_step import compile_loop, make_frame_step
+  from flowrl.compose.train_step import init_loop, make_frame_step
   from flowrl.envs import make_env
   from flowrl.primitives.critic import Batch
-  agent, cfg, _ = _configure(method, ['train.learning_starts=1', 'train.random_frames=1',
-                                      'train.buffer_size=1000'])
-  env = make_env(ENV, 0)
   f32 = np.float32
-  seed = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree)   # one-seed axis
-  blank = seed(Batch(np.zeros(agent.spec.obs_dim, f32), np.zeros(agent.spec.act_dim, f32), f32(0),
-                     np.zeros(agent.spec.obs_dim, f32), f32(0), np.zeros(agent.spec.act_dim, f32)))
-  programs = compile_loop(agent, cfg, blank)
-  loop = programs.init()
-  obs, _ = env.reset(seed=0)
-  loop, action, _ = programs.step(loop, blank, np.bool_(False), obs[None])
-  a = np.asarray(action)[0]
-  nxt, r, term, trunc, _ = env.step(a)
-  jax.block_until_ready(action)
-  before = time.time()
-  loop, action, metrics = programs.step(loop, seed(Batch(obs, a, f32(r), nxt, f32(term), a)),
-                                        np.bool_(True), nxt[None])
-  jax.block_until_ready(metrics)
-  first = time.time() - _process_start()
-  first_compute = time.time() - before
-  assert float(np.asarray(metrics['updated']).ravel()[0]) == 1.0
-
+  env = make_env(ENV, 0)
   step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
-  obs, action = nxt, action[0]
-  for i in range(40):
+  loop = jax.jit(lambda: init_loop(agent, cfg))()
+  obs, _ = env.reset(seed=0)
+  loop, action, _ = step(loop, Batch(obs, np.zeros(agent.spec.act_dim, f32), f32(0), obs, f32(0),
+                                     np.zeros(agent.spec.act_dim, f32)), np.bool_(False), obs)
+  for i in range(41):
     a = np.asarray(action)
     nxt, r, term, trunc, _ = env.step(a)
     loop, action, metrics = step(loop, Batch(obs, a, f32(r), nxt, f32(term), a), np.bool_(True), nxt)
     obs = nxt
   jax.block_until_ready(action)
-  return {'start_to_first_update_s': round(first, 2), 'first_update_compute_s': round(first_compute, 2),
+  return {'start_to_first_update_s': round(first, 2),
+          'first_update_compute_s': round(summary['first_update_call_seconds'], 2),
           'compiled_versions': step._cache_size()}
 
 
@@ -293,7 +286,8 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
       for label in ('cold', 'warm'):
         out = subprocess.run([sys.executable, os.path.abspath(__file__), '--startup', m,
-                              '--cache', cache], capture_output=True, text=True, cwd=ROOT)
+                              '--cache', cache], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, 'FLOWRL_SPAWNED_AT': repr(time.time())})
         if out.returncode != 0:
           raise RuntimeError(out.stderr[-2000:])
         s = json.loads(out.stdout.strip().splitlines()[-1])
