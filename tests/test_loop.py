@@ -32,11 +32,12 @@ def _agent(m, env='Pendulum-v1'):
 
 @pytest.fixture(scope='module')
 def sac_runs(tmp_path_factory):
-  """Two uninterrupted runs with one seed, and one killed after its first checkpoint + resumed."""
+  """Two uninterrupted runs with one seed, and one killed after its first checkpoint + resumed;
+  the first run's summary."""
   agent = _agent(SAC)
   base = tmp_path_factory.mktemp('loop')
   dirs = {k: str(base / k) for k in ('a', 'b', 'killed')}
-  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
+  summary = offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
   offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['b'], progress=False)
 
   real_make_env, calls = offpolicy.make_env, {'n': 0}
@@ -62,7 +63,7 @@ def sac_runs(tmp_path_factory):
   finally:
     offpolicy.make_env = real_make_env
   offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], resume=True, progress=False)
-  return agent, dirs
+  return agent, dirs, summary
 
 
 def _final(agent, run_dir, cfg=CFG):
@@ -74,7 +75,7 @@ def _final(agent, run_dir, cfg=CFG):
 
 
 def test_same_seed_same_numbers(sac_runs):
-  agent, dirs = sac_runs
+  agent, dirs, _ = sac_runs
   assert _rows(dirs['a'], 'train') == _rows(dirs['b'], 'train')
   assert _rows(dirs['a'], 'eval') == _rows(dirs['b'], 'eval')
   (la, _), (lb, _) = _final(agent, dirs['a']), _final(agent, dirs['b'])
@@ -82,7 +83,7 @@ def test_same_seed_same_numbers(sac_runs):
 
 
 def test_resume_after_a_kill_continues_identically(sac_runs):
-  agent, dirs = sac_runs
+  agent, dirs, _ = sac_runs
   assert _rows(dirs['killed'], 'train') == _rows(dirs['a'], 'train')
   assert _rows(dirs['killed'], 'eval') == _rows(dirs['a'], 'eval')
   (la, ha), (lk, hk) = _final(agent, dirs['a']), _final(agent, dirs['killed'])
@@ -92,7 +93,7 @@ def test_resume_after_a_kill_continues_identically(sac_runs):
 
 
 def test_time_limit_truncation_is_not_stored_as_termination(sac_runs):
-  agent, dirs = sac_runs
+  agent, dirs, _ = sac_runs
   loop, host = _final(agent, dirs['a'])
   assert host['episodes'][0] >= 3                                 # 200-step Pendulum episodes ended
   assert float(np.asarray(loop.buffer.data.terminated).sum()) == 0.0
@@ -161,3 +162,21 @@ def test_ctrl_c_while_training_is_held_until_a_safe_point():
     interrupts.restore()
   assert done == ['the checkpoint write finished']
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluation_before_the_first_update_compiles_the_evaluation_policy_on_demand(tmp_path):
+  """The evaluation program is compiled in the background once the first update has run; a run
+  that evaluates earlier (here: never updates) compiles it at its first evaluation instead."""
+  cfg = CFG._replace(total_frames=200, learning_starts=10_000, eval_every=100,
+                     checkpoint_every=200)
+  summary = offpolicy.run(_agent(SAC), cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  evals = _rows(str(tmp_path), 'eval')
+  assert [int(r['frame']) for r in evals] == [100, 200]
+  assert all(np.isfinite(float(r['return_mean'])) for r in evals)
+  assert 'seconds_to_first_update' not in summary
+
+
+def test_summary_times_the_first_update(sac_runs):
+  summary = sac_runs[2]
+  assert 0 < summary['first_update_call_seconds'] <= summary['seconds_to_first_update'] \
+      <= summary['seconds']
