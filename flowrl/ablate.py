@@ -66,7 +66,7 @@ def _default_task(method_file: str, common_gin, bindings) -> str:
 
 
 def plan(args):
-  """(out_dir, sweep dict, runs) from the command line, every variant validated."""
+  """(out_dir, sweep dict, runs, layout) from the command line, every variant validated."""
   from flowrl.errors import ConfigError
   from flowrl.sweep import local, spec
   if args.resume:
@@ -76,7 +76,9 @@ def plan(args):
     sweep = json.load(open(path))
     runs = [spec.Run(r['variant'], r['task'], tuple(r['seeds']), tuple(r['gin_files']),
                      tuple(r['bindings'])) for r in sweep['runs']]
-    return args.resume, sweep, runs
+    layout = local.choose_layout(len(sweep['variants']) * len(sweep['tasks']), len(sweep['seeds']),
+                                 args.workers, max(len(r.seeds) for r in runs), _accelerator())
+    return args.resume, sweep, runs, layout
   if not args.gin:
     raise ConfigError('no method given; pass --gin=gin/<method>.gin (several, comma-separated, '
                       'to compare methods).')
@@ -109,7 +111,7 @@ def plan(args):
         [r['bindings'] for r in old['runs']] != [list(r.bindings) for r in runs]:
       raise ConfigError(f'{out!r} holds a different sweep; pass another --out, or --resume {out} '
                         f'to continue that one.')
-  return out, sweep, runs
+  return out, sweep, runs, layout
 
 
 def _accelerator() -> bool:
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
   from flowrl.errors import ConfigError
   from flowrl.sweep import job, local, report
   try:
-    out, sweep, runs = plan(args)
+    out, sweep, runs, layout = plan(args)
     if args.backend == 'ray':
       from flowrl.sweep import ray_backend
       ray_backend.require_ray()
@@ -133,8 +135,6 @@ def main(argv=None) -> int:
   with open(os.path.join(out, 'sweep.json'), 'w') as f:
     json.dump(sweep, f, indent=1)
   n_seeds = len(sweep['seeds'])
-  layout = local.choose_layout(len(sweep['variants']) * len(sweep['tasks']), n_seeds,
-                               args.workers, max(len(r.seeds) for r in runs), _accelerator())
   done = sum(job.is_done(out, r) for r in runs)
   print(f'sweep folder: {out}\n{len(runs)} runs ({len(sweep["variants"])} variants × '
         f'{len(sweep["tasks"])} tasks × {n_seeds} seeds, {layout.seeds_per_run} per run), '

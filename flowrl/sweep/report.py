@@ -13,6 +13,7 @@ from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
+from flowrl.sweep import spec
 from flowrl.sweep import statistics as st
 
 SWEEP = 'sweep.json'
@@ -38,7 +39,8 @@ def _seed_dirs(run_dir: str) -> Dict[int, str]:
            if (m := re.fullmatch(r'seed_(-?\d+)', os.path.basename(d)))}
   if found:
     return found
-  config = os.path.join(run_dir, 'config.gin')
+  from flowrl.run import CONFIG_NAME
+  config = os.path.join(run_dir, CONFIG_NAME)
   seed = 0
   if os.path.exists(config):
     m = re.search(r'^train\.seed\s*=\s*(-?\d+)', open(config).read(), re.M)
@@ -174,10 +176,6 @@ def markdown_table(summary: dict, title: str = 'Sweep') -> str:
   return '\n'.join(lines)
 
 
-def _safe(name: str) -> str:
-  return re.sub(r'[^A-Za-z0-9_.-]+', '_', name)
-
-
 def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int = 0) -> List[str]:
   """Learning curves per task (IQM over runs, shaded 95% CI), final-return intervals per task,
   and for several tasks the normalized aggregate. Returns the PNG paths."""
@@ -201,7 +199,7 @@ def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(os.path.join(out_dir, f'curves_{_safe(task)}.png'))
+    paths.append(os.path.join(out_dir, f'curves_{spec.safe_name(task)}.png'))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 

@@ -41,10 +41,11 @@ class Run(NamedTuple):
   @property
   def key(self) -> str:
     """Its folder under the sweep's runs/: variant/task/seeds_a-b."""
-    return os.path.join(_safe(self.variant), _safe(self.task), 's' + '-'.join(map(str, self.seeds)))
+    return os.path.join(safe_name(self.variant), safe_name(self.task), 's' + '-'.join(map(str, self.seeds)))
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+  """`text` as one file or folder name: characters other than letters, digits and -_.=, become _."""
   return ''.join(c if c.isalnum() or c in '-_.=,' else '_' for c in text)
 
 
