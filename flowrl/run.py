@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     return 2
   import gin
   import numpy as np
+  from flowrl.compose.checkpoint import latest_frame
   from flowrl.compose.offpolicy import TrainingDiverged, run
   enable_compile_cache()
   if not args.resume:
@@ -211,8 +212,13 @@ def main(argv=None) -> int:
     print(f'flowrl: {e}', file=sys.stderr)
     return 3
   except KeyboardInterrupt:
-    print(f'flowrl: interrupted; continue from the last checkpoint with '
-          f'python -m flowrl.run --resume {run_dir}', file=sys.stderr)
+    saved = latest_frame(run_dir)
+    if saved is None:
+      print(f'flowrl: interrupted before its first checkpoint was written, so '
+            f'`--resume {run_dir}` would start it again from frame 0.', file=sys.stderr)
+    else:
+      print(f'flowrl: interrupted; the checkpoint at frame {saved} is kept, continue with '
+            f'python -m flowrl.run --resume {run_dir}', file=sys.stderr)
     return 130
   returns = np.atleast_1d(summary['eval_return'])
   print(f"done: {summary['frames']} frames, last eval return "

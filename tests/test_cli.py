@@ -72,23 +72,27 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)
 
 
-def test_ctrl_c_says_how_to_resume(tmp_path):
+def test_ctrl_c_saves_the_frame_in_progress_and_says_how_to_resume(tmp_path):
+  """No checkpoint is due (every 100k frames): Ctrl-C itself writes one, at the frame it stopped."""
+  import re
   import signal
   import time
   env = {**os.environ, 'MUJOCO_GL': 'egl'}
   proc = subprocess.Popen(
       [sys.executable, '-m', 'flowrl.run', '--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin',
-       '--no-progress', '--bind', 'train.checkpoint_every=300', '--bind', 'train.random_frames=200',
+       '--no-progress', '--bind', 'train.checkpoint_every=100000', '--bind', 'train.log_every=100',
+       '--bind', 'train.random_frames=200', '--bind', 'train.learning_starts=200',
        '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
        '--logdir', str(tmp_path)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 120
-  while time.time() < deadline:
-    found = [d for d in tmp_path.glob('*/checkpoints/*') if d.name.isdigit()]
-    if found:
-      break
-    time.sleep(0.5)
-  assert found, 'no checkpoint within 120 s'
+  while time.time() < deadline and not list(tmp_path.glob('*/train.csv')):
+    time.sleep(0.2)
+  assert list(tmp_path.glob('*/train.csv')), 'no training log within 120 s'
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 130, err
   assert 'python -m flowrl.run --resume' in err and 'Traceback' not in err
+  frame = int(re.search(r'checkpoint at frame (\d+) is kept', err).group(1))
+  assert frame >= 100
+  (run_dir,) = tmp_path.iterdir()
+  assert sorted(int(d) for d in os.listdir(run_dir / 'checkpoints') if d.isdigit()) == [frame]

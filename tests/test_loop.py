@@ -149,6 +149,44 @@ def test_update_every_k_frames_fuses_k_updates(tmp_path):
   assert updates == 4 * bursts
 
 
+def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_from_it(sac_runs, tmp_path):
+  """SIGINT at training frame 450 (checkpoints due at 300 and 600): the run saves frame 450 and
+  stops; the resumed run steps its env only for the remaining 150 frames. Up to the interrupt it
+  is the uninterrupted run."""
+  import signal
+  agent, dirs, _ = sac_runs
+  real_make_env, calls = offpolicy.make_env, {'n': 0}
+
+  def interrupted_env(name, seed):
+    e = real_make_env(name, seed)
+    if seed != CFG.seed:               # the evaluation env
+      return e
+    step = e.step
+
+    def counted(action):
+      calls['n'] += 1
+      if calls['n'] == 450:
+        os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C in a terminal
+      return step(action)
+    e.step = counted
+    return e
+
+  offpolicy.make_env = interrupted_env
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), progress=False)
+    assert checkpoint.latest_frame(str(tmp_path)) == 450
+    rows = _rows(str(tmp_path), 'train')
+    assert rows[:4] == _rows(dirs['a'], 'train')[:4]      # frames 100..400
+    assert [r['frame'] for r in rows[4:]] == ['450']       # and the saved frame's window
+    calls['n'] = 0
+    summary = offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), resume=True, progress=False)
+  finally:
+    offpolicy.make_env = real_make_env
+  assert calls['n'] == 150 and summary['frames'] == 600
+  assert checkpoint.latest_frame(str(tmp_path)) == 600
+
+
 def test_ctrl_c_while_training_is_held_until_a_safe_point():
   import signal
   done = []
@@ -157,7 +195,7 @@ def test_ctrl_c_while_training_is_held_until_a_safe_point():
     os.kill(os.getpid(), signal.SIGINT)
     done.append('the checkpoint write finished')     # still runs: the interrupt only set a flag
     with pytest.raises(KeyboardInterrupt):
-      interrupts.check()                             # the next frame's start
+      interrupts.check()                             # once the frame is saved
   finally:
     interrupts.restore()
   assert done == ['the checkpoint write finished']

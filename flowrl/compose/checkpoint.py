@@ -48,3 +48,10 @@ def restore(mngr, like) -> Optional[Tuple[Any, dict]]:
   out = mngr.restore(step, args=ocp.args.Composite(loop=ocp.args.StandardRestore(abstract),
                                                    host=ocp.args.JsonRestore()))
   return out.loop, out.host
+
+
+def latest_frame(run_dir: str) -> Optional[int]:
+  """The frame of run_dir's newest checkpoint, or None if it has none (read without orbax)."""
+  folder = os.path.join(run_dir, 'checkpoints')
+  frames = [int(d) for d in (os.listdir(folder) if os.path.isdir(folder) else []) if d.isdigit()]
+  return max(frames, default=None)

@@ -4,7 +4,8 @@ Per env frame there is one jitted call (`make_frame_step`): store, update(s), ne
 one seed or for several seeds batched in one program (`train_step.batched_programs`).
 Checkpoints fall on episode boundaries (the env is reset with a seed derived from the frame, and
 the cut episode counts as truncated, so it bootstraps), which makes a resumed run continue exactly
-as an uninterrupted one with the same seed.
+as an uninterrupted one with the same seed. Ctrl-C makes the frame in progress such a boundary,
+saves it and stops.
 """
 import functools
 import math
@@ -33,10 +34,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Interrupts:
-  """Ctrl-C while training only sets a flag; the loop raises KeyboardInterrupt at a safe point
-  (`check`, at the start of each frame and after the last one). Python would raise it wherever
-  the main thread happens to be: inside a garbage-collection callback it is ignored (seen here: a
-  run trained on to its end), and in a checkpoint write it would cut the write."""
+  """Ctrl-C while training only sets a flag; the loop makes the frame in progress a checkpoint
+  boundary (the episode is cut as truncated, as at any boundary), saves, and then raises
+  KeyboardInterrupt (`check`), so nothing trained is lost and a resume continues from that very
+  frame. Python would raise it wherever the main thread happens to be: inside a
+  garbage-collection callback it is ignored (seen here: a run trained on to its end), and in a
+  checkpoint write it would cut the write."""
 
   def __init__(self):
     self.received, self.previous = [], None
@@ -141,12 +144,12 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   interrupts = _Interrupts()
   try:
     while frame < cfg.total_frames:
-      interrupts.check()
       a = np.asarray(action)
       next_obs, reward, terminated, truncated, _ = envs.step(a)
       frame += 1
       episode_return += reward
-      boundary = frame % cfg.checkpoint_every == 0 or frame == cfg.total_frames
+      boundary = (frame % cfg.checkpoint_every == 0 or frame == cfg.total_frames
+                  or bool(interrupts.received))
       transition = Batch(obs, a, reward.astype(f32), next_obs, terminated.astype(f32), a)
       ended = np.ones(n_seeds, bool) if boundary else terminated | truncated
       obs = next_obs
@@ -197,6 +200,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
               f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
         # with the next action, so a resumed run draws no new key
         checkpoint.save(mngr, frame, loop, {**host, 'action': np.asarray(action).tolist()})
+        interrupts.check()          # Ctrl-C: stop now that this frame is saved
     interrupts.check()
   finally:
     interrupts.restore()
