@@ -149,15 +149,11 @@ def test_update_every_k_frames_fuses_k_updates(tmp_path):
   assert updates == 4 * bursts
 
 
-def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_from_it(sac_runs, tmp_path):
-  """SIGINT at training frame 450 (checkpoints due at 300 and 600): the run saves frame 450 and
-  stops; the resumed run steps its env only for the remaining 150 frames. Up to the interrupt it
-  is the uninterrupted run."""
-  import signal
-  agent, dirs, _ = sac_runs
+def _env_with(hook):
+  """make_env whose training env (seed CFG.seed) calls hook(n, obs) -> obs after its n-th step."""
   real_make_env, calls = offpolicy.make_env, {'n': 0}
 
-  def interrupted_env(name, seed):
+  def make(name, seed):
     e = real_make_env(name, seed)
     if seed != CFG.seed:               # the evaluation env
       return e
@@ -165,26 +161,62 @@ def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_from_it(sac_run
 
     def counted(action):
       calls['n'] += 1
-      if calls['n'] == 450:
-        os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C in a terminal
-      return step(action)
+      out = step(action)
+      return (hook(calls['n'], out[0]),) + tuple(out[1:])
     e.step = counted
     return e
 
-  offpolicy.make_env = interrupted_env
+  return make, calls
+
+
+def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_identically(sac_runs, tmp_path):
+  """SIGINT at training frame 450, mid-episode (checkpoints due at 300 and 600): the run saves
+  frame 450 and stops; the resumed run replays the episode's 50 actions and ends with the
+  uninterrupted run's parameters, buffer and evaluations."""
+  import signal
+  agent, dirs, _ = sac_runs
+  make, calls = _env_with(lambda n, obs: (os.kill(os.getpid(), signal.SIGINT)    # as Ctrl-C
+                                          if n == 450 else None) or obs)
+  real_make_env, offpolicy.make_env = offpolicy.make_env, make
   try:
     with pytest.raises(KeyboardInterrupt):
       offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), progress=False)
     assert checkpoint.latest_frame(str(tmp_path)) == 450
-    rows = _rows(str(tmp_path), 'train')
-    assert rows[:4] == _rows(dirs['a'], 'train')[:4]      # frames 100..400
-    assert [r['frame'] for r in rows[4:]] == ['450']       # and the saved frame's window
     calls['n'] = 0
     summary = offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), resume=True, progress=False)
   finally:
     offpolicy.make_env = real_make_env
-  assert calls['n'] == 150 and summary['frames'] == 600
-  assert checkpoint.latest_frame(str(tmp_path)) == 600
+  assert calls['n'] == 50 + 150 and summary['frames'] == 600
+  # the log window 401..500 is split at the interrupt: its averages differ, the rest are equal
+  split = lambda rows: [r for r in rows if r['frame'] not in ('450', '500')]
+  assert split(_rows(str(tmp_path), 'train')) == split(_rows(dirs['a'], 'train'))
+  assert _rows(str(tmp_path), 'eval') == _rows(dirs['a'], 'eval')
+  (la, ha), (lc, hc) = _final(agent, dirs['a']), _final(agent, str(tmp_path))
+  assert ha == hc
+  jax.tree_util.tree_map(np.testing.assert_array_equal, la, lc)
+
+
+def test_a_replay_that_does_not_reproduce_the_episode_starts_a_new_one(sac_runs, tmp_path):
+  """An env that does not step deterministically: the resumed run warns, starts a new episode at
+  the checkpoint's frame and trains on to the end."""
+  import signal
+  agent, _, _ = sac_runs
+  cfg = CFG._replace(total_frames=400, eval_every=10_000)
+  make, calls = _env_with(lambda n, obs: (os.kill(os.getpid(), signal.SIGINT)
+                                          if n == 250 else None) or obs)
+  real_make_env, offpolicy.make_env = offpolicy.make_env, make
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+    offpolicy.make_env, _ = _env_with(lambda n, obs: obs + 1e-3)       # drifts from the buffer
+    with pytest.warns(UserWarning, match='starts a new episode at frame 250'):
+      summary = offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), resume=True,
+                              progress=False)
+  finally:
+    offpolicy.make_env = real_make_env
+  assert summary['frames'] == 400
+  _, host = _final(agent, str(tmp_path), cfg)
+  assert host['episode_start'] == [250]           # the new episode ran its 150 frames to the end
 
 
 def test_ctrl_c_while_training_is_held_until_a_safe_point():

@@ -2,10 +2,11 @@
 
 Per env frame there is one jitted call (`make_frame_step`): store, update(s), next action, for
 one seed or for several seeds batched in one program (`train_step.batched_programs`).
-Checkpoints fall on episode boundaries (the env is reset with a seed derived from the frame, and
-the cut episode counts as truncated, so it bootstraps), which makes a resumed run continue exactly
-as an uninterrupted one with the same seed. Ctrl-C makes the frame in progress such a boundary,
-saves it and stops.
+Every episode starts from a reset seeded by the frame it starts at, so a checkpoint can fall
+anywhere in an episode: a resumed run resets each env with its episode's seed and replays that
+episode's actions from the replay buffer (MuJoCo and dm_control step deterministically), and then
+continues exactly as an uninterrupted run with the same seed. Ctrl-C saves the frame in progress
+and stops.
 """
 import functools
 import math
@@ -13,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Dict, List
 
 import gymnasium as gym
@@ -34,10 +36,9 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Interrupts:
-  """Ctrl-C while training only sets a flag; the loop makes the frame in progress a checkpoint
-  boundary (the episode is cut as truncated, as at any boundary), saves, and then raises
-  KeyboardInterrupt (`check`), so nothing trained is lost and a resume continues from that very
-  frame. Python would raise it wherever the main thread happens to be: inside a
+  """Ctrl-C while training only sets a flag; the loop finishes the frame in progress, saves a
+  checkpoint of it and then raises KeyboardInterrupt (`check`), so nothing trained is lost and a
+  resume continues from that very frame. Python would raise it wherever the main thread happens to be: inside a
   garbage-collection callback it is ignored (seen here: a run trained on to its end), and in a
   checkpoint write it would cut the write."""
 
@@ -76,6 +77,36 @@ def summarize(pending: List[Dict]) -> Dict[str, float]:
       out[k] = float(np.mean(v[mask]))
   out['updates'] = float(updated.sum())
   return out
+
+
+def _replay_episodes(envs, buffer, host, seeds, frame):
+  """Bring the envs back to `frame` after a restore: reset each with the seed its episode began
+  with and step it through that episode's actions, read from the replay buffer (the transition
+  of frame f is row (f − 1) mod capacity; several seeds lead with a seed axis). Returns the
+  observations [S, O] and whether every replay ended at the observation stored for `frame`; an
+  env whose replay did not (an env that does not step deterministically, or an episode longer
+  than the buffer) starts a new episode instead, with a warning."""
+  batched = len(seeds) > 1
+  capacity = buffer.data.reward.shape[-1]
+  obs, exact = [], True
+  for j, (env, s) in enumerate(zip(envs.envs, seeds)):
+    start = host['episode_start'][j]
+    o, _ = env.reset(seed=_reset_seed(s, start))
+    if frame > start:
+      rows = np.arange(start, frame) % capacity
+      column = lambda x: np.asarray((x[j] if batched else x)[rows])
+      actions, stored = column(buffer.data.action), column(buffer.data.next_obs)[-1]
+      if frame - start <= capacity:
+        for a in actions:
+          o = env.step(a)[0]
+      if not np.allclose(o, stored, rtol=1e-5, atol=1e-5):
+        warnings.warn(f'replaying the episode in progress did not reproduce its last observation '
+                      f'(seed {s}); it starts a new episode at frame {frame} instead.')
+        o, _ = env.reset(seed=_reset_seed(s, frame))
+        host['episode_start'][j], host['episode_return'][j] = frame, 0.0
+        exact = False
+    obs.append(o)
+  return np.stack(obs), exact
 
 
 _fold_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))   # compiled once per process
@@ -124,19 +155,27 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   loop = programs.init.result()()
   nan = float('nan')
   host = {'episodes': [0] * n_seeds, 'last_return': [nan] * n_seeds,
-          'eval_return': [nan] * n_seeds}
+          'eval_return': [nan] * n_seeds, 'episode_start': [0] * n_seeds,
+          'episode_return': [0.0] * n_seeds}
   if resume:
     restored = checkpoint.restore(mngr, loop)
     if restored is not None:
       loop, host = restored
   frame = int(loop.frame)
+  # checkpoints written before episodes were replayed fell on a reset at their own frame
+  host.setdefault('episode_start', [frame] * n_seeds)
+  host.setdefault('episode_return', [0.0] * n_seeds)
   logs = [RunLog(d, resume_frame=frame) for d in log_dirs]
-  obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list])
-  if 'action' in host:     # resumed: the action the checkpointed run chose for this very obs
-    action = np.asarray(host.pop('action'), f32)
-  else:
+  if 'action' not in host:             # a new run: reset the envs and choose the first action
+    obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list])
     loop, action, _ = step(loop, blank, np.bool_(False), obs)
-  pending, episode_return, first_update = [], np.zeros(n_seeds), None
+  else:                                # resumed: bring the envs back to `frame`
+    obs, exact = _replay_episodes(envs, loop.buffer, host, seed_list, frame)
+    action = np.asarray(host.pop('action'), f32)   # the checkpointed run's choice for this obs
+    if not exact:                      # an env began a new episode: choose for its new obs
+      loop, action, _ = step(loop, blank, np.bool_(False), obs)
+  pending, first_update = [], None
+  episode_return = np.asarray(host.pop('episode_return'), np.float64)
   bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
              dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
                                       + (f' ×{n_seeds} seeds' if n_seeds > 1 else ''))
@@ -148,18 +187,19 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
       next_obs, reward, terminated, truncated, _ = envs.step(a)
       frame += 1
       episode_return += reward
-      boundary = (frame % cfg.checkpoint_every == 0 or frame == cfg.total_frames
-                  or bool(interrupts.received))
+      save = (frame % cfg.checkpoint_every == 0 or frame == cfg.total_frames
+              or bool(interrupts.received))
       transition = Batch(obs, a, reward.astype(f32), next_obs, terminated.astype(f32), a)
-      ended = np.ones(n_seeds, bool) if boundary else terminated | truncated
+      ended = terminated | truncated
       obs = next_obs
       if ended.any():
         for j in np.flatnonzero(ended):
           host['episodes'][j] += 1
           host['last_return'][j] = float(episode_return[j])
+          host['episode_start'][j] = frame
           episode_return[j] = 0.0
-        reset_seeds = [_reset_seed(s, frame) for s in seed_list] if boundary else None
-        obs, _ = envs.reset(seed=reset_seeds, options={'reset_mask': ended})
+        obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list],
+                            options={'reset_mask': ended})
       called = time.time()
       loop, action, metrics = step(loop, transition, np.bool_(True), obs)
       pending.append(metrics)
@@ -168,7 +208,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         jax.block_until_ready(action)
         first_update = (called, time.time())
         programs.act_eval.start()     # in the background, now that it no longer slows the update
-      if frame % cfg.log_every == 0 or boundary:
+      if frame % cfg.log_every == 0 or save:
         window = jax.device_get(pending)
         pending = []
         now = time.time()
@@ -193,13 +233,14 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           log.write('eval', frame, {'return_mean': r.mean(), 'return_std': r.std()})
       bar.set_postfix(ret=f"{np.mean(host['last_return']):.1f}",
                       eval=f"{np.mean(host['eval_return']):.1f}", refresh=False)
-      if boundary:
+      if save:
         if not checkpoint.is_finite(loop.agent):
           raise TrainingDiverged(
               f"training diverged before frame {frame}: parameters became non-finite; "
               f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
         # with the next action, so a resumed run draws no new key
-        checkpoint.save(mngr, frame, loop, {**host, 'action': np.asarray(action).tolist()})
+        checkpoint.save(mngr, frame, loop, {**host, 'episode_return': episode_return.tolist(),
+                                            'action': np.asarray(action).tolist()})
         interrupts.check()          # Ctrl-C: stop now that this frame is saved
     interrupts.check()
   finally:

@@ -26,7 +26,7 @@ class TrainConfig(NamedTuple):
   eval_every: int = 10_000
   eval_episodes: int = 5
   log_every: int = 1_000
-  checkpoint_every: int = 50_000     # also an episode boundary, so a resumed run continues identically
+  checkpoint_every: int = 50_000     # a resumed run replays its episode in progress, then continues identically
   seed: int = 0
 
 
