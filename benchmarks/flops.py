@@ -1,8 +1,9 @@
 """Count the matmul FLOPs of a JAX function from its jaxpr: 2·(output size)·(contracted size) per
 dot_general, scan bodies times their length, while bodies are not allowed. A `lax.cond` at the
 top level of the function counts as min + (max − min)·`outer_cond_weight` (the actor step that
-runs every k-th update: weight 1/k); conds nested deeper count their cheapest branch (e.g. DACER's
-entropy estimate every 10k updates, which adds < 1% amortized). XLA's cost_analysis() counts a scan
+runs every k-th update: weight 1/k); conds nested deeper count their cheapest branch (e.g. the
+closed-form entropy step of SDAC/DPMD every 250 updates; DACER's entropy estimate every 10k updates
+is a program of its own and adds < 1% amortized). XLA's cost_analysis() counts a scan
 body once, which undercounts a 20-step denoising chain 20-fold."""
 import numpy as np
 import jax

@@ -54,7 +54,7 @@ def test_method_file_compiles_and_updates(path):
   # the seed-batched frame step traces for every method: each primitive batches under vmap and
   # the counters stay unbatched (vmap's out_axes=None would fail otherwise), no compile needed
   from flowrl.compose.train_step import batched_programs
-  init, step, act_eval = batched_programs(agent, cfg, (0, 1))
+  init, step, act_eval, periodic = batched_programs(agent, cfg, (0, 1))
   loop = jax.eval_shape(init)
   two = lambda *shape: jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
   transitions = Batch(two(o), two(a), two(), two(o), two(), two(a))
@@ -63,3 +63,6 @@ def test_method_file_compiles_and_updates(path):
   assert all(m.shape[0] == 2 for m in metrics.values())
   assert jax.eval_shape(act_eval, loop.agent, two(1, o),
                         jax.ShapeDtypeStruct((2, 2), jnp.uint32)).shape == (2, 1, a)
+  if periodic is not None:             # DACER's entropy estimate, a program of its own
+    after = jax.eval_shape(periodic, loop)
+    assert jax.tree_util.tree_structure(after) == jax.tree_util.tree_structure(loop)

@@ -219,6 +219,40 @@ def test_a_replay_that_does_not_reproduce_the_episode_starts_a_new_one(sac_runs,
   assert host['episode_start'] == [250]           # the new episode ran its 150 frames to the end
 
 
+def test_the_periodic_step_runs_before_each_burst_that_contains_a_multiple_of_every():
+  from flowrl.compose.train_step import runs_periodic
+  agent = _agent(SAC)._replace(periodic_every=4)
+  cfg = CFG._replace(learning_starts=10, update_every=2, updates_per_frame=1.5)   # 3 per burst
+  done, ran = 0, []
+  for frame in range(1, 31):
+    if runs_periodic(agent, cfg, frame, done):
+      ran.append(done)
+    done += 3 if frame >= 10 and frame % 2 == 0 else 0
+  assert ran == [0, 3, 6, 12, 15, 18, 24, 27, 30]   # bursts [0,3) [3,6) [6,9) [12,15) ...
+  assert not runs_periodic(_agent(SAC), cfg, 10, 0)  # SAC has none
+
+
+def test_dacer_estimates_its_entropy_every_k_updates_in_the_loop(tmp_path):
+  """21 updates with estimated_entropy.every = 4: estimates (α's Adam steps) at updates 0, 4, ...,
+  20, on the current parameters; α moved from its initial value."""
+  import gin
+  import optax
+  gin.parse_config(['DenoiserNet.hidden=(8,)', 'DenoiserNet.obs_hidden=(4,)',
+                    'DenoiserNet.time_dim=4'])
+  dacer = method(P.vp_diffusion(),
+                 S.sampler(S.ddpm(), steps=2), G.reparam_q(),
+                 R.estimated_entropy(num_samples=4, every=4), critic.ensemble_q(hidden=(8,)),
+                 name='dacer')
+  agent = _agent(dacer)
+  cfg = CFG._replace(total_frames=120, learning_starts=100, eval_every=10_000,
+                     checkpoint_every=120)
+  offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  loop, _ = _final(agent, str(tmp_path), cfg)
+  assert int(loop.agent.step) == 21
+  assert int(optax.tree_utils.tree_get(loop.agent.reg['opt'], 'count')) == 6
+  assert float(loop.agent.reg['log_alpha']) != pytest.approx(np.log(3.0))
+
+
 def test_ctrl_c_while_training_is_held_until_a_safe_point():
   import signal
   done = []

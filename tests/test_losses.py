@@ -258,15 +258,19 @@ def test_gmm_entropy_of_known_distributions():
   assert abs(h3 - (np.log(3) + one)) < 0.2
 
 
-def test_dacer_alpha_follows_the_entropy_estimate_every_k_steps():
+def test_dacer_alpha_follows_the_entropy_estimate_in_its_periodic_step():
+  """α moves only in the periodic step (the loop runs it every `every` updates), toward the
+  target: up for an entropy far below H* = −0.9·|A|, down for one above it."""
   reg = regularizer.estimated_entropy(alpha_init=3.0, learning_rate=0.03, target_scale=-0.9,
                                       num_samples=64, every=4)(SPEC)
+  assert reg.periodic.every == 4
   s = reg.init()
   narrow = lambda key, n: 0.01 * jax.random.normal(key, (4, n, 2))   # entropy far below -1.8
-  s1, m1 = reg.update(s, 4, {}, narrow, jax.random.PRNGKey(0))
-  assert float(m1['alpha']) > 3.0 and float(m1['entropy_estimate']) < -1.8
-  s2, m2 = reg.update(s1, 5, {}, narrow, jax.random.PRNGKey(1))          # not a multiple of 4
-  assert float(m2['alpha']) == float(m1['alpha'])
+  s1 = reg.periodic.run(s, narrow, jax.random.PRNGKey(0))
+  assert float(regularizer.alpha(s1)) > 3.0 and float(s1['entropy']) < -1.8
+  _, m = reg.update(s1, 4, {}, narrow, jax.random.PRNGKey(1))           # the update never estimates
+  assert float(m['alpha']) == float(regularizer.alpha(s1))
+  assert float(m['entropy_estimate']) == float(s1['entropy'])
   wide = lambda key, n: jax.random.uniform(key, (4, n, 2), minval=-1, maxval=1)
-  _, m3 = reg.update(s, 8, {}, wide, jax.random.PRNGKey(2))
-  assert float(m3['alpha']) < 3.0
+  s3 = reg.periodic.run(s, wide, jax.random.PRNGKey(2))
+  assert float(regularizer.alpha(s3)) < 3.0

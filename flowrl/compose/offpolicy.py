@@ -26,7 +26,7 @@ from tqdm import tqdm
 from flowrl.compose import checkpoint
 from flowrl.compose.agent import Agent
 from flowrl.compose.run_log import RunLog, plot_learning_curve
-from flowrl.compose.train_step import TrainConfig, compile_loop
+from flowrl.compose.train_step import TrainConfig, compile_loop, runs_periodic
 from flowrl.envs import make_env
 from flowrl.primitives.critic import Batch
 
@@ -174,7 +174,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
     action = np.asarray(host.pop('action'), f32)   # the checkpointed run's choice for this obs
     if not exact:                      # an env began a new episode: choose for its new obs
       loop, action, _ = step(loop, blank, np.bool_(False), obs)
-  pending, first_update = [], None
+  pending, first_update, first_periodic = [], None, None
   episode_return = np.asarray(host.pop('episode_return'), np.float64)
   bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
              dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
@@ -201,13 +201,21 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         obs, _ = envs.reset(seed=[_reset_seed(s, frame) for s in seed_list],
                             options={'reset_mask': ended})
       called = time.time()
+      periodic = programs.periodic and runs_periodic(agent, cfg, frame, int(loop.agent.step))
       loop, action, metrics = step(loop, transition, np.bool_(True), obs)
       pending.append(metrics)
       bar.update(1)
       if first_update is None and frame >= cfg.learning_starts:
         jax.block_until_ready(action)
         first_update = (called, time.time())
-        programs.act_eval.start()     # in the background, now that it no longer slows the update
+        if not programs.periodic:
+          programs.act_eval.start()   # in the background, now that it no longer slows the update
+      if periodic:                    # DACER's entropy estimate and α step, after its update
+        loop = programs.periodic.result()(loop)
+        if first_periodic is None:
+          jax.block_until_ready(loop.agent.reg)
+          first_periodic = time.time()
+          programs.act_eval.start()   # now that it no longer slows the first periodic step
       if frame % cfg.log_every == 0 or save:
         window = jax.device_get(pending)
         pending = []
@@ -261,4 +269,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
     summary.update(seconds_to_first_update=first_update[1] - t_start,
                    first_update_done_at=first_update[1],                  # time.time()
                    first_update_call_seconds=first_update[1] - first_update[0])
+  if first_periodic is not None:     # the first periodic step (DACER: α's first entropy estimate)
+    summary.update(first_periodic_done_at=first_periodic,
+                   first_periodic_seconds=first_periodic - first_update[1])
   return summary

@@ -3,7 +3,7 @@ buffer, run this frame's updates (a `lax.scan` of sample → update → write-ba
 so warm-up and off-frames skip it) and choose the next action (uniform during random warm-up).
 One compiled program serves the whole run."""
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import gin
 import jax
@@ -91,6 +91,30 @@ def make_frame_step(agent: Agent, cfg: TrainConfig):
   return step
 
 
+def make_periodic_step(agent: Agent, cfg: TrainConfig):
+  """periodic(loop) -> loop: the agent's periodic step (DACER's entropy estimate and α step) on
+  cfg.batch_size states drawn from the buffer, with a key folded from the loop's (the frame
+  step's keys are untouched). The loop runs it right after the frame step whose updates include
+  update k·agent.periodic_every."""
+
+  def periodic(loop: LoopState) -> LoopState:
+    obs_key, run_key = jax.random.split(jax.random.fold_in(loop.key, 0x5EED))
+    batch, _ = rb.sample(loop.buffer, obs_key, cfg.batch_size)
+    return loop._replace(agent=agent.periodic(loop.agent, batch.obs, run_key))
+
+  return periodic
+
+
+def runs_periodic(agent: Agent, cfg: TrainConfig, frame: int, updates_done: int) -> bool:
+  """Whether the frame step for env frame `frame` (counted once its transition is stored) runs
+  updates and they include a multiple of agent.periodic_every, `updates_done` having run before
+  it: then the periodic step follows it."""
+  if not agent.periodic_every or frame < cfg.learning_starts or frame % cfg.update_every:
+    return False
+  n = updates_per_burst(cfg)
+  return (-updates_done) % agent.periodic_every < n
+
+
 # Seeds batched in one program: every leaf carries a leading seed axis except the counters, which
 # advance in lockstep and stay unbatched so that `lax.cond` on them (warm-up, delayed actor steps,
 # DACER's entropy estimate) remains a real branch under `vmap` instead of a select of both sides.
@@ -99,13 +123,16 @@ SEED_AXES = LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, sign
 
 
 def batched_programs(agent: Agent, cfg: TrainConfig, seeds):
-  """(init, step, act_eval) over S = len(seeds) seeds, all with a leading seed axis on the host side:
+  """(init, step, act_eval, periodic) over S = len(seeds) seeds, all with a leading seed axis on
+  the host side:
     init() -> loop;  step(loop, transitions [S, ...], valid, next_obs [S, O]) -> (loop, [S, A], metrics [S, ...]);
-    act_eval(agent state, obs [S, 1, O], keys [S]) -> [S, 1, A].
+    act_eval(agent state, obs [S, 1, O], keys [S]) -> [S, 1, A];
+    periodic(loop) -> loop, or None where the agent has no periodic step.
   One seed runs the unbatched programs (indexing inside jit is free); several are `vmap`ped over
   SEED_AXES, each seed with its own keys, buffer and env, so seed s gives a separate run's numbers."""
   step = make_frame_step(agent, cfg)
   act = lambda state, obs, key: agent.act(state, obs, key, True)
+  periodic = make_periodic_step(agent, cfg) if agent.periodic else None
   if len(seeds) == 1:
     first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
     lead = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
@@ -115,11 +142,13 @@ def batched_programs(agent: Agent, cfg: TrainConfig, seeds):
       return loop, action[None], lead(metrics)
 
     return (lambda: init_loop(agent, cfg, seeds[0]), step_one,
-            lambda state, obs, keys: act(state, obs[0], keys[0])[None])
+            lambda state, obs, keys: act(state, obs[0], keys[0])[None],
+            periodic)
   seed_array = jnp.asarray(seeds, jnp.int32)
   init = lambda: jax.vmap(lambda s: init_loop(agent, cfg, s), out_axes=SEED_AXES)(seed_array)
   return (init, jax.vmap(step, in_axes=(SEED_AXES, 0, None, 0), out_axes=(SEED_AXES, 0, 0)),
-          jax.vmap(act, in_axes=(SEED_AXES.agent, 0, 0)))
+          jax.vmap(act, in_axes=(SEED_AXES.agent, 0, 0)),
+          periodic and jax.vmap(periodic, in_axes=(SEED_AXES,), out_axes=SEED_AXES))
 
 
 class Deferred:
@@ -143,6 +172,7 @@ class CompiledLoop(NamedTuple):
   init: Future             # of () -> LoopState
   step: Future             # of the frame step, compiled for this run's shapes (donates its loop)
   act_eval: Deferred       # (TrainState, obs [S, 1, O], keys [S]) -> actions, deterministic
+  periodic: Optional[Future] = None   # of (loop) -> loop (donates its loop)
 
 
 # `init` runs once: compiled without XLA's newer fusion emitters and at optimization level 0 it
@@ -161,7 +191,7 @@ def compile_loop(agent: Agent, cfg: TrainConfig, transition: Batch, seeds=None) 
   call cannot silently recompile. `transition` has a leading seed axis; `seeds` defaults to
   (cfg.seed,)."""
   seeds = tuple(seeds) if seeds is not None else (cfg.seed,)
-  init_fn, step_fn, act_fn = batched_programs(agent, cfg, seeds)
+  init_fn, step_fn, act_fn, periodic_fn = batched_programs(agent, cfg, seeds)
   traced_init = jax.jit(init_fn).trace()
   abstract = traced_init.out_info         # the loop's shapes, from the one trace `init` compiles
   step = jax.jit(step_fn, donate_argnums=0)
@@ -173,6 +203,13 @@ def compile_loop(agent: Agent, cfg: TrainConfig, transition: Batch, seeds=None) 
   pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='flowrl-compile')
   step_f = pool.submit(lowered_step.compile)
   init_f = pool.submit(lambda: traced_init.lower().compile(compiler_options=RUN_ONCE_OPTIONS))
+  def compile_periodic():   # after the step's: the step is needed first, from the first frame
+    lowered = jax.jit(periodic_fn, donate_argnums=0).lower(abstract)
+    step_f.result()
+    return lowered.compile()
+
+  periodic_f = periodic_fn and pool.submit(compile_periodic)
   pool.shutdown(wait=False)
   return CompiledLoop(init_f, step_f, Deferred(
-      lambda: act_eval.lower(abstract.agent, transition.obs[:, None], keys).compile()))
+      lambda: act_eval.lower(abstract.agent, transition.obs[:, None], keys).compile()),
+      periodic_f)

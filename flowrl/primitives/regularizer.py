@@ -8,7 +8,8 @@ target, and noise to actions by role ('behaviour' when collecting, 'target' in t
                      α loss −log α·(log π + H*), H* = target_scale·|A|
   estimated_entropy  DACER (Wang et al. 2024): a + noise_scale·α·N(0, I) on every sampled action;
                      every `every` updates H is estimated by a Gaussian-mixture fit (EM, inside jit)
-                     on `num_samples` actions per state, α loss −log α·(H* − H)
+                     on `num_samples` actions per state, α loss −log α·(H* − H); the estimate is
+                     a program of its own (`Periodic`) that the loop runs right after those updates
   noise_entropy      SDAC / DPMD (Ma et al. 2025): the same α-scaled noise, α tuned every 250 updates
                      on the noise's own closed-form entropy
   kl_to_uniform      DPMD: auto-tuned weight temperature λ, KL(weights ‖ uniform) held at a target
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.stats import multivariate_normal
 
-from flowrl.primitives.base import Regularizer, EnvSpec, builder, primitive
+from flowrl.primitives.base import EnvSpec, Periodic, Regularizer, builder, primitive
 
 _zero = lambda *_: 0.0
 _no_update = lambda state, step, aux, sample_many, key: (state, {})
@@ -104,9 +105,11 @@ def gmm_entropy(x, key, components: int = 3, iterations: int = 30, reg: float = 
 
 
 def _alpha_noise(name, spec, alpha_init, learning_rate, target_scale, noise_scale, every,
-                 entropy_of) -> Regularizer:
+                 entropy_of, own_program=False) -> Regularizer:
   """a + noise_scale·α·N(0, I) on every sampled action (clipped to the box); every `every`
-  updates one Adam step on −log α·(H* − H) with H = entropy_of(state, sample_many, key)."""
+  updates one Adam step on −log α·(H* − H) with H = entropy_of(state, sample_many, key): inside
+  the update under `lax.cond`, or with `own_program` as a `Periodic` step the loop runs right
+  after the update (for an estimate that costs far more than an update)."""
   temp, target = Temperature(alpha_init, learning_rate), target_scale * spec.act_dim
 
   def perturb(state, a, key, role):
@@ -115,13 +118,22 @@ def _alpha_noise(name, spec, alpha_init, learning_rate, target_scale, noise_scal
   def init():
     return {**temp.init(), 'entropy': jnp.float32(0.0)}   # the latest estimate, as DACER keeps it
 
-  def update(state, step, aux, sample_many, key):
-    def estimate_and_step(state):
-      entropy = entropy_of(state, sample_many, key)
-      return {**temp.step(state, target - entropy), 'entropy': entropy}
+  def estimate_and_step(state, sample_many, key):
+    entropy = entropy_of(state, sample_many, key)
+    return {**temp.step(state, target - entropy), 'entropy': entropy}
 
-    state = jax.lax.cond(step % every == 0, estimate_and_step, lambda s: s, state)
-    return state, {'alpha': alpha(state), 'entropy_estimate': state['entropy']}
+  def report(state):
+    return {'alpha': alpha(state), 'entropy_estimate': state['entropy']}
+
+  if own_program:
+    return Regularizer(name, frozenset(), init, _zero, _zero, perturb,
+                       lambda state, step, aux, sample_many, key: (state, report(state)),
+                       periodic=Periodic(every, estimate_and_step))
+
+  def update(state, step, aux, sample_many, key):
+    state = jax.lax.cond(step % every == 0, lambda s: estimate_and_step(s, sample_many, key),
+                         lambda s: s, state)
+    return state, report(state)
 
   return Regularizer(name, frozenset(), init, _zero, _zero, perturb, update)
 
@@ -132,7 +144,8 @@ def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: flo
                       target_scale: float = -0.9, noise_scale: float = 0.1, num_samples: int = 200,
                       components: int = 3, every: int = 10000) -> Regularizer:
   """DACER's entropy regulator for policies without a log-prob: α-scaled action noise, α tuned
-  every `every` updates on a GMM entropy estimate over `num_samples` actions per state."""
+  every `every` updates on a GMM entropy estimate over `num_samples` actions per state (a
+  program of its own, run by the loop right after those updates, on the parameters they left)."""
 
   def entropy_of(state, sample_many, key):
     s_key, g_key = jax.random.split(key)
@@ -141,7 +154,7 @@ def estimated_entropy(spec: EnvSpec, alpha_init: float = 3.0, learning_rate: flo
     return jnp.mean(jax.vmap(lambda a, k: gmm_entropy(a, k, components))(actions, keys))
 
   return _alpha_noise('estimated_entropy', spec, alpha_init, learning_rate, target_scale,
-                      noise_scale, every, entropy_of)
+                      noise_scale, every, entropy_of, own_program=True)
 
 
 @primitive('regularizer')
@@ -217,6 +230,18 @@ def combined(spec: EnvSpec, parts=()) -> Regularizer:
   DPMD: combined.parts = [@kl_to_uniform(), @noise_entropy()]."""
   regs = [make(spec) for make in parts]
   with_temp = [i for i, r in enumerate(regs) if r.temperature is not None]
+  with_periodic = [i for i, r in enumerate(regs) if r.periodic is not None]
+  if len(with_periodic) > 1:
+    raise ValueError('combined regularizer: at most one part may have a periodic step of its '
+                     f"own, but {', '.join(regs[i].name for i in with_periodic)} each have one.")
+  periodic = None
+  if with_periodic:
+    i = with_periodic[0]
+
+    def run_part(states, sample_many, key):
+      return states[:i] + (regs[i].periodic.run(states[i], sample_many, key),) + states[i + 1:]
+
+    periodic = Periodic(regs[i].periodic.every, run_part)
 
   def perturb(states, a, key, role):
     for r, st, k in zip(regs, states, jax.random.split(key, max(len(regs), 1))):
@@ -243,7 +268,8 @@ def combined(spec: EnvSpec, parts=()) -> Regularizer:
       frozenset().union(*[r.requires for r in regs]),
       lambda: tuple(r.init() for r in regs), actor_loss, target_bonus, perturb, update,
       frozenset().union(*[r.provides for r in regs]),
-      (lambda states: regs[with_temp[0]].temperature(states[with_temp[0]])) if with_temp else None)
+      (lambda states: regs[with_temp[0]].temperature(states[with_temp[0]])) if with_temp else None,
+      periodic)
 
 
 @primitive('regularizer')
