@@ -38,9 +38,9 @@ class TrainingDiverged(RuntimeError):
 class _Interrupts:
   """Ctrl-C while training only sets a flag; the loop finishes the frame in progress, saves a
   checkpoint of it and then raises KeyboardInterrupt (`check`), so nothing trained is lost and a
-  resume continues from that very frame. Python would raise it wherever the main thread happens to be: inside a
-  garbage-collection callback it is ignored (seen here: a run trained on to its end), and in a
-  checkpoint write it would cut the write."""
+  resume continues from that very frame. Python would raise it wherever the main thread happens
+  to be: inside a garbage-collection callback it is ignored (seen here: a run trained on to its
+  end), and in a checkpoint write it would cut the write."""
 
   def __init__(self):
     self.received, self.previous = [], None

@@ -26,7 +26,7 @@ class TrainConfig(NamedTuple):
   eval_every: int = 10_000
   eval_episodes: int = 5
   log_every: int = 1_000
-  checkpoint_every: int = 50_000     # a resumed run replays its episode in progress, then continues identically
+  checkpoint_every: int = 50_000     # resume replays the episode in progress, then continues
   seed: int = 0
 
 
@@ -117,7 +117,8 @@ def runs_periodic(agent: Agent, cfg: TrainConfig, frame: int, updates_done: int)
 
 # Seeds batched in one program: every leaf carries a leading seed axis except the counters, which
 # advance in lockstep and stay unbatched so that `lax.cond` on them (warm-up, delayed actor steps,
-# DACER's entropy estimate) remains a real branch under `vmap` instead of a select of both sides.
+# SDAC's α step every 250 updates) remains a real branch under `vmap` instead of a select of both
+# sides; the host reads the update counter to schedule the periodic step.
 SEED_AXES = LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, signal=0),
                       buffer=rb.ReplayBuffer(data=0, ptr=None, size=None), key=0, frame=None)
 
@@ -187,7 +188,8 @@ def compile_loop(agent: Agent, cfg: TrainConfig, transition: Batch, seeds=None) 
   2 cores), so the caller can set up its envs, logs and checkpoints meanwhile and then wait on
   the futures. The evaluation policy is returned deferred, for the loop to start compiling once
   the first update has run (compiling it beside the first update slowed that update by 0.5 s) or
-  at the first evaluation. The executables accept exactly this run's input types, so a later
+  at the first evaluation. A periodic step (DACER's entropy estimate) compiles after the frame
+  step, which is needed first. The executables accept exactly this run's input types, so a later
   call cannot silently recompile. `transition` has a leading seed axis; `seeds` defaults to
   (cfg.seed,)."""
   seeds = tuple(seeds) if seeds is not None else (cfg.seed,)
@@ -203,6 +205,7 @@ def compile_loop(agent: Agent, cfg: TrainConfig, transition: Batch, seeds=None) 
   pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='flowrl-compile')
   step_f = pool.submit(lowered_step.compile)
   init_f = pool.submit(lambda: traced_init.lower().compile(compiler_options=RUN_ONCE_OPTIONS))
+
   def compile_periodic():   # after the step's: the step is needed first, from the first frame
     lowered = jax.jit(periodic_fn, donate_argnums=0).lower(abstract)
     step_f.result()
