@@ -219,7 +219,7 @@ def test_a_replay_that_does_not_reproduce_the_episode_starts_a_new_one(sac_runs,
   assert host['episode_start'] == [250]           # the new episode ran its 150 frames to the end
 
 
-def test_the_periodic_step_runs_before_each_burst_that_contains_a_multiple_of_every():
+def test_the_periodic_step_follows_each_burst_that_contains_a_multiple_of_every():
   from flowrl.compose.train_step import runs_periodic
   agent = _agent(SAC)._replace(periodic_every=4)
   cfg = CFG._replace(learning_starts=10, update_every=2, updates_per_frame=1.5)   # 3 per burst
