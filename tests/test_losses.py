@@ -274,3 +274,18 @@ def test_dacer_alpha_follows_the_entropy_estimate_in_its_periodic_step():
   wide = lambda key, n: jax.random.uniform(key, (4, n, 2), minval=-1, maxval=1)
   s3 = reg.periodic.run(s, wide, jax.random.PRNGKey(2))
   assert float(regularizer.alpha(s3)) < 3.0
+
+def test_combined_passes_on_its_one_periodic_part_and_refuses_two():
+  """combined(kl_to_uniform, estimated_entropy): the periodic step runs on the estimated_entropy
+  part's state only; two parts with periodic steps of their own are refused at build time."""
+  parts = [regularizer.kl_to_uniform(), regularizer.estimated_entropy(num_samples=16, every=7)]
+  reg = regularizer.combined(parts=parts)(SPEC)
+  assert reg.periodic.every == 7
+  states = reg.init()
+  narrow = lambda key, n: 0.01 * jax.random.normal(key, (4, n, 2))
+  after = reg.periodic.run(states, narrow, jax.random.PRNGKey(0))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, after[0], states[0])   # λ untouched
+  assert float(regularizer.alpha(after[1])) > float(regularizer.alpha(states[1]))
+  assert regularizer.combined(parts=parts[:1])(SPEC).periodic is None
+  with pytest.raises(ValueError, match='at most one part'):
+    regularizer.combined(parts=[parts[1], regularizer.estimated_entropy()])(SPEC)
