@@ -94,7 +94,7 @@ def _replay_episodes(envs, buffer, host, seeds, frame):
     o, _ = env.reset(seed=_reset_seed(s, start))
     if frame > start:
       rows = np.arange(start, frame) % capacity
-      column = lambda x: np.asarray((x[j] if batched else x)[rows])
+      column = lambda x: np.asarray(x[j, rows] if batched else x[rows])   # gathers only those rows
       actions, stored = column(buffer.data.action), column(buffer.data.next_obs)[-1]
       if frame - start <= capacity:
         for a in actions:
