@@ -30,6 +30,50 @@ def _agent(m, env='Pendulum-v1'):
   return compile_method(m, EnvSpec(e.observation_space.shape[0], e.action_space.shape[0]))
 
 
+def _env_with(hook):
+  """make_env whose training env (seed CFG.seed) returns hook(n, action, out) from its n-th step,
+  out being the real step's result; and the count of those steps."""
+  real_make_env, calls = offpolicy.make_env, {'n': 0}
+
+  def make(name, seed):
+    e = real_make_env(name, seed)
+    if seed != CFG.seed:               # the evaluation env steps on
+      return e
+    step = e.step
+
+    def counted(action):
+      calls['n'] += 1
+      return hook(calls['n'], action, step(action))
+    e.step = counted
+    return e
+
+  return make, calls
+
+
+def _sigint_at(frame):
+  """A step hook that sends this process SIGINT (as Ctrl-C in a terminal) at training `frame`."""
+  import signal
+
+  def hook(n, action, out):
+    if n == frame:
+      os.kill(os.getpid(), signal.SIGINT)
+    return out
+
+  return hook
+
+
+def _killed_at(frame):
+  """A step hook that raises KeyboardInterrupt at training `frame`, as a kill would end the run
+  there (nothing of the run's own is saved)."""
+
+  def hook(n, action, out):
+    if n == frame:
+      raise KeyboardInterrupt('killed')
+    return out
+
+  return hook
+
+
 @pytest.fixture(scope='module')
 def sac_runs(tmp_path_factory):
   """Two uninterrupted runs with one seed, and one killed after its first checkpoint + resumed;
@@ -40,23 +84,8 @@ def sac_runs(tmp_path_factory):
   summary = offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
   offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['b'], progress=False)
 
-  real_make_env, calls = offpolicy.make_env, {'n': 0}
-
-  def dying_env(name, seed):
-    e = real_make_env(name, seed)
-    if seed != CFG.seed:               # the evaluation env steps on
-      return e
-    step = e.step
-
-    def counted(action):
-      calls['n'] += 1
-      if calls['n'] == 450:          # training frame 450: after the checkpoint at frame 300
-        raise KeyboardInterrupt('killed')
-      return step(action)
-    e.step = counted
-    return e
-
-  offpolicy.make_env = dying_env
+  real_make_env = offpolicy.make_env
+  offpolicy.make_env, _ = _env_with(_killed_at(450))   # after the checkpoint at frame 300
   try:
     with pytest.raises(KeyboardInterrupt):
       offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], progress=False)
@@ -105,23 +134,14 @@ def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_o
   agent = _agent(dipo._replace(policy=P.vp_diffusion()), 'InvertedPendulum-v5')
   cfg = CFG._replace(total_frames=300, eval_every=10_000, checkpoint_every=300, random_frames=300)
   taken, terminations = [], []
+
+  def record(n, action, out):
+    taken.append(np.array(action))
+    terminations.append(out[2])
+    return out
+
   real_make_env = offpolicy.make_env
-
-  def recording_env(name, seed):
-    e = real_make_env(name, seed)
-    if seed != cfg.seed:                 # the evaluation env
-      return e
-    step = e.step
-
-    def rec(action):
-      out = step(action)
-      taken.append(np.array(action))
-      terminations.append(out[2])
-      return out
-    e.step = rec
-    return e
-
-  offpolicy.make_env = recording_env
+  offpolicy.make_env, _ = _env_with(record)
   try:
     offpolicy.run(agent, cfg, 'InvertedPendulum-v5', str(tmp_path), progress=False)
   finally:
@@ -149,34 +169,12 @@ def test_update_every_k_frames_fuses_k_updates(tmp_path):
   assert updates == 4 * bursts
 
 
-def _env_with(hook):
-  """make_env whose training env (seed CFG.seed) calls hook(n, obs) -> obs after its n-th step."""
-  real_make_env, calls = offpolicy.make_env, {'n': 0}
-
-  def make(name, seed):
-    e = real_make_env(name, seed)
-    if seed != CFG.seed:               # the evaluation env
-      return e
-    step = e.step
-
-    def counted(action):
-      calls['n'] += 1
-      out = step(action)
-      return (hook(calls['n'], out[0]),) + tuple(out[1:])
-    e.step = counted
-    return e
-
-  return make, calls
-
-
 def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_identically(sac_runs, tmp_path):
   """SIGINT at training frame 450, mid-episode (checkpoints due at 300 and 600): the run saves
   frame 450 and stops; the resumed run replays the episode's 50 actions and ends with the
   uninterrupted run's parameters, buffer and evaluations."""
-  import signal
   agent, dirs, _ = sac_runs
-  make, calls = _env_with(lambda n, obs: (os.kill(os.getpid(), signal.SIGINT)    # as Ctrl-C
-                                          if n == 450 else None) or obs)
+  make, calls = _env_with(_sigint_at(450))
   real_make_env, offpolicy.make_env = offpolicy.make_env, make
   try:
     with pytest.raises(KeyboardInterrupt):
@@ -199,16 +197,15 @@ def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_identically(sac
 def test_a_replay_that_does_not_reproduce_the_episode_starts_a_new_one(sac_runs, tmp_path):
   """An env that does not step deterministically: the resumed run warns, starts a new episode at
   the checkpoint's frame and trains on to the end."""
-  import signal
   agent, _, _ = sac_runs
   cfg = CFG._replace(total_frames=400, eval_every=10_000)
-  make, calls = _env_with(lambda n, obs: (os.kill(os.getpid(), signal.SIGINT)
-                                          if n == 250 else None) or obs)
+  make, _ = _env_with(_sigint_at(250))
   real_make_env, offpolicy.make_env = offpolicy.make_env, make
   try:
     with pytest.raises(KeyboardInterrupt):
       offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
-    offpolicy.make_env, _ = _env_with(lambda n, obs: obs + 1e-3)       # drifts from the buffer
+    drift = lambda n, action, out: (out[0] + 1e-3,) + tuple(out[1:])   # off the buffer's obs
+    offpolicy.make_env, _ = _env_with(drift)
     with pytest.warns(UserWarning, match='starts a new episode at frame 250'):
       summary = offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), resume=True,
                               progress=False)
