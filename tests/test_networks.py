@@ -63,3 +63,17 @@ def test_q_ensemble_members_are_independent():
   q2 = apply(bumped, jnp.ones((5, 3)), jnp.zeros((5, 2)))
   np.testing.assert_allclose(q2[jnp.array([0, 1, 3])], q[jnp.array([0, 1, 3])])
   assert not np.allclose(q2[2], q[2])
+
+
+def test_q_ensemble_row_chunks_equal_one_pass():
+  # 21 rows in chunks of at most 4: 6 chunks of 4 rows, the last 3 rows padding
+  init, chunked = networks.q_ensemble(3, 2, 2, (8,), 'relu', outputs=2, row_chunk=4)
+  _, one_pass = networks.q_ensemble(3, 2, 2, (8,), 'relu', outputs=2, row_chunk=10_000)
+  params = init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 3))
+  act = jax.random.uniform(jax.random.PRNGKey(2), (3, 7, 2), minval=-1, maxval=1)
+  q = chunked(params, obs, act)
+  assert q.shape == (2, 3, 7, 2)
+  np.testing.assert_allclose(q, one_pass(params, obs, act), rtol=1e-6, atol=1e-6)
+  grad = lambda apply: jax.grad(lambda a: jnp.sum(jnp.min(apply(params, obs, a)[..., 0], 0)))(act)
+  np.testing.assert_allclose(grad(chunked), grad(one_pass), rtol=1e-6, atol=1e-6)
