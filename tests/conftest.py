@@ -1,5 +1,9 @@
 import os
+import signal
 
+# CI may start pytest with Ctrl-C ignored (a background job of a non-interactive shell). The
+# interrupt tests need it delivered as in a terminal, to this process and to the runs it spawns.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 import flowrl.run  # noqa: E402,F401  (the CLI's XLA settings, before JAX starts its backend)

@@ -253,6 +253,7 @@ def test_dacer_estimates_its_entropy_every_k_updates_in_the_loop(tmp_path):
 def test_ctrl_c_while_training_is_held_until_a_safe_point():
   import signal
   done = []
+  before = signal.getsignal(signal.SIGINT)
   interrupts = offpolicy._Interrupts()
   try:
     os.kill(os.getpid(), signal.SIGINT)
@@ -262,7 +263,21 @@ def test_ctrl_c_while_training_is_held_until_a_safe_point():
   finally:
     interrupts.restore()
   assert done == ['the checkpoint write finished']
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_ignored_at_start_stays_ignored():
+  """A run started with SIGINT ignored (`nohup`, a script's background job) does not take it up."""
+  import signal
+  before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    interrupts = offpolicy._Interrupts()
+    os.kill(os.getpid(), signal.SIGINT)
+    interrupts.check()                               # nothing received: no KeyboardInterrupt
+    interrupts.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, before)
 
 
 def test_evaluation_before_the_first_update_compiles_the_evaluation_policy_on_demand(tmp_path):

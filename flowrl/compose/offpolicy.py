@@ -40,11 +40,13 @@ class _Interrupts:
   checkpoint of it and then raises KeyboardInterrupt (`check`), so nothing trained is lost and a
   resume continues from that very frame. Python would raise it wherever the main thread happens
   to be: inside a garbage-collection callback it is ignored (seen here: a run trained on to its
-  end), and in a checkpoint write it would cut the write."""
+  end), and in a checkpoint write it would cut the write. A process started with Ctrl-C ignored
+  (a background job of a script, `nohup`) keeps ignoring it, as Python itself does."""
 
   def __init__(self):
     self.received, self.previous = [], None
-    if threading.current_thread() is threading.main_thread():
+    if (threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
       self.previous = signal.signal(signal.SIGINT,
                                     lambda signum, frame: self.received.append(signum))
 
