@@ -91,6 +91,17 @@ def test_idem_target_is_the_weighted_normalized_gradient():
   np.testing.assert_allclose(float(clipped), np.mean((eps_hat - capped) ** 2), rtol=1e-4)
 
 
+def test_idem_values_and_gradients_in_row_chunks_are_the_analytic_ones():
+  policy, _, samp, batch = _setup()
+  a0 = jax.random.uniform(jax.random.PRNGKey(5), (7,) + batch.action.shape, minval=-1, maxval=1)
+  rows = a0.shape[0] * a0.shape[1]
+  values, dq = wd._min_q_and_action_grad(_inputs(policy, samp, batch), a0, row_chunk=4)
+  assert rows > 4 and rows % 4 != 0                          # several chunks, the last one padded
+  qs = _q_np(_np(a0))                                                        # [E, n, B]
+  np.testing.assert_allclose(values, qs.min(0), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(dq, _np(W)[qs.argmin(0)] + 0.5 * _np(a0), rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------- particles (DPMD, GeMPO)
 
 @pytest.mark.parametrize('weight_map', wd.WEIGHT_MAPS)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.errors import ConfigError
+from flowrl.primitives import networks
 from flowrl.primitives.base import ActorInputs, Signal, primitive
 from flowrl.primitives.sampler import best_of_n, draw
 
@@ -43,6 +44,19 @@ def _min_q(inp: ActorInputs, actions):
   """Q̄(s, a) for actions [n, B, A] -> [n, B]."""
   obs = jnp.broadcast_to(inp.obs, actions.shape[:-1] + inp.obs.shape[-1:])
   return jnp.min(inp.q(obs, actions), axis=0)
+
+
+def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = 4096):
+  """Q̄(s, a) [n, B] and ∇ₐQ̄ [n, B, A] for actions [n, B, A]. Rows are independent, so each chunk
+  of at most `row_chunk` rows runs its forward and backward pass together, while its activations
+  are in cache: 1.3× faster than the gradient through the chunked values on IDEM's 128,000 rows."""
+  obs = jnp.broadcast_to(inp.obs, actions.shape[:-1] + inp.obs.shape[-1:])
+
+  def chunk(o, a):
+    values, pull = jax.vjp(lambda x: jnp.min(inp.q(o, x), axis=0), a)
+    return values, pull(jnp.ones_like(values))[0]
+
+  return networks.map_row_chunks(chunk, (obs, actions), row_chunk)
 
 
 def _noised_replay(params, inp: ActorInputs, key):
@@ -79,10 +93,7 @@ def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05,
     noise_key, rev_key = jax.random.split(key)
     x_t, alpha, sigma, eps_hat = _noised_replay(params, inp, noise_key)
     a0, _ = reverse_samples(x_t, alpha, sigma, rev_key, num_samples)
-    def total(a):
-      values = _min_q(inp, a)
-      return jnp.sum(values), values
-    (_, values), dq = jax.value_and_grad(total, has_aux=True)(a0)                  # [n, B, A]
+    values, dq = _min_q_and_action_grad(inp, a0)                                  # [n, B, A]
     scale = temperature * jnp.mean(jnp.abs(dq)) + 1e-8
     w = jax.nn.softmax(values / scale, axis=0)
     target = -(sigma / alpha) * jnp.sum(w[..., None] * dq, axis=0) / scale
