@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
@@ -28,16 +28,9 @@ def main():
   import numpy as np
   from flowrl.primitives import networks
 
-  def per_call(f, *a):
-    jax.block_until_ready(f(*a))
-    calls, t0 = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - t0 < args.seconds:
-      jax.block_until_ready(f(*a))
-      calls += 1
-    return (time.perf_counter() - t0) / calls
-
-  big = jnp.ones((2048, 2048))
-  peak = 2 * 2048 ** 3 / per_call(jax.jit(lambda x: x @ big), big)
+  from throughput import _timed, matmul_rate
+  per_call = lambda f, *a: 1.0 / _timed(lambda: jax.block_until_ready(f(*a)), args.seconds, 2)
+  peak = matmul_rate()
   obs_dim, act_dim, hidden = 17, 6, (256, 256)
   init, chunked = networks.q_ensemble(obs_dim, act_dim, 2, hidden, 'relu', row_chunk=args.row_chunk)
   _, one_pass = networks.q_ensemble(obs_dim, act_dim, 2, hidden, 'relu', row_chunk=1 << 30)
