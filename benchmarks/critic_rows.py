@@ -28,6 +28,7 @@ def main():
   import numpy as np
   from flowrl.primitives import networks
 
+  from flops import matmul_flops
   from throughput import _timed, matmul_rate
   per_call = lambda f, *a: 1.0 / _timed(lambda: jax.block_until_ready(f(*a)), args.seconds, 2)
   peak = matmul_rate()
@@ -35,23 +36,22 @@ def main():
   init, chunked = networks.q_ensemble(obs_dim, act_dim, 2, hidden, 'relu', row_chunk=args.row_chunk)
   _, one_pass = networks.q_ensemble(obs_dim, act_dim, 2, hidden, 'relu', row_chunk=1 << 30)
   params = init(jax.random.PRNGKey(0))
-  per_row = 2 * 2 * ((obs_dim + act_dim) * hidden[0] + hidden[0] * hidden[1] + hidden[1])
   result = {'matmul_gflop_per_s': round(peak / 1e9, 1), 'row_chunk': args.row_chunk, 'cases': {}}
   for rows in (16_384, 128_000):
     obs = jax.random.normal(jax.random.PRNGKey(1), (rows, obs_dim))
     act = jax.random.uniform(jax.random.PRNGKey(2), (rows, act_dim), minval=-1, maxval=1)
-    for kind, factor in (('values', 1), ('values_and_action_grad', 2)):
+    for kind in ('values', 'values_and_action_grad'):
       def build(apply):
         values = lambda a: jnp.min(apply(params, obs, a)[..., 0], axis=0)
         if kind == 'values':
           return jax.jit(values)
         return jax.jit(jax.value_and_grad(lambda a: jnp.sum(values(a))))
       fns = {'one_pass': build(one_pass), 'chunked': build(chunked)}
+      flops = matmul_flops(fns['one_pass'], act)
       times = {k: [] for k in fns}
       for _ in range(args.rounds):
         for name, f in fns.items():
           times[name].append(per_call(f, act))
-      flops = factor * rows * per_row
       med = {k: float(np.median(v)) for k, v in times.items()}
       result['cases'][f'{rows}_rows_{kind}'] = {
           **{f'{k}_gflop_per_s': round(flops / v / 1e9, 1) for k, v in med.items()},
