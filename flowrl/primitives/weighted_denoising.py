@@ -46,7 +46,7 @@ def _min_q(inp: ActorInputs, actions):
   return jnp.min(inp.q(obs, actions), axis=0)
 
 
-def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = 4096):
+def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = networks.ROW_CHUNK):
   """Q̄(s, a) [n, B] and ∇ₐQ̄ [n, B, A] for actions [n, B, A]. Rows are independent, so each chunk
   of at most `row_chunk` rows runs its forward and backward pass together, while its activations
   are in cache: 1.3× faster than the gradient through the chunked values on IDEM's 128,000 rows."""
