@@ -37,8 +37,9 @@ def test_denoiser_split_first_layer_is_one_layer_on_the_concatenation():
   w_f = params['denoiser']['fourier_w']
   proj = 2 * jnp.pi * t[:, None] * w_f[0]
   e_t = jnp.concatenate([jnp.cos(proj), jnp.sin(proj)], -1)
-  w = jnp.concatenate([p['in_obs']['w'], p['in_x']['w'], p['in_t']['w']], 0)
-  h = act(jnp.concatenate([h, x, e_t], -1) @ w + p['in_obs']['b'])
+  w, b = params['denoiser']['in_w'], params['denoiser']['in_b']   # one [8+3+64, 256] matrix
+  assert w.shape == (128 + 3 + 64, 256)
+  h = act(jnp.concatenate([h, x, e_t], -1) @ w + b)
   trunk = hk.without_apply_rng(hk.transform(
       lambda v: networks.mlp((256, 256), 3, 'mish', 'trunk')(v)))
   trunk_params = {k.split('/~step/')[-1]: v for k, v in params.items() if 'trunk' in k}

@@ -9,13 +9,14 @@
 
 Both bootstrap on time-limit truncation: `discount` = γ(1 − terminated), never γ(1 − done).
 """
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import rlax
 
-from flowrl.primitives import networks
+from flowrl.primitives import initializers, networks
+from flowrl.primitives.initializers import Initializer
 from flowrl.primitives.base import Critic, EnvSpec, builder, primitive
 
 
@@ -36,9 +37,12 @@ def min_target(q_next: jax.Array) -> jax.Array:
 @primitive('critic')
 @builder
 def ensemble_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
-               activation: str = 'relu') -> Critic:
-  """E independent Q networks with the clipped double-Q TD target (rlax.td_learning)."""
-  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation)
+               activation: str = 'relu', hidden_init: Optional[Initializer] = None,
+               output_init: Optional[Initializer] = None) -> Critic:
+  """E independent Q networks with the clipped double-Q TD target (rlax.td_learning).
+  Initializers: None means the library's (`initializers`)."""
+  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation,
+                                    initializer=initializers.resolve(hidden_init, output_init))
   values = lambda params, obs, act: apply(params, obs, act)[..., 0]
 
   def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
@@ -56,13 +60,15 @@ def ensemble_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
 @builder
 def distributional_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
                      activation: str = 'gelu', std_ema: float = 0.005, clip_sigmas: float = 3.0,
-                     epsilon: float = 0.1) -> Critic:
+                     epsilon: float = 0.1, hidden_init: Optional[Initializer] = None,
+                     output_init: Optional[Initializer] = None) -> Critic:
   """DSAC-T critic (Duan et al. 2023) as in DACER: each member outputs N(μ, σ²) of the return.
   Target member: per sample the one with the smaller μ'; y = r + γ(1−d)(μ' + b) and a sampled
   y_z = r + γ(1−d)(μ' + σ' clip(z, ±3) + b). With ω = running mean of σ (EMA `std_ema`),
   y_b = μ + clip(y_z − μ, ±3ω) and a bias ε:
   L = −(ω² + ε) · mean[ μ·sg(y − μ)/(sg(σ)² + ε) + σ·((sg(μ) − y_b)² − sg(σ)²)/(sg(σ)³ + ε) ]."""
-  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation, outputs=2)
+  init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation, outputs=2,
+                                    initializer=initializers.resolve(hidden_init, output_init))
   sg = jax.lax.stop_gradient
 
   def mean_std(params, obs, act):

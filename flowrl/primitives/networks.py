@@ -1,6 +1,8 @@
 """Haiku networks shared by every primitive: MLP, Fourier time embedding, the ε/velocity network,
-and a Q ensemble whose members are vmapped parameters (one batched matmul, not a Python loop)."""
-from typing import Callable, Sequence
+and a Q ensemble whose members are vmapped parameters (one batched matmul, not a Python loop).
+Every network's weights come from a chosen initializer (`flowrl.primitives.initializers`): its
+own `hidden_init` / `output_init` where a primitive is given them, else the library's."""
+from typing import Callable, Optional, Sequence
 
 import gin
 import haiku as hk
@@ -8,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowrl.primitives import initializers
 
 
 @jax.custom_jvp
@@ -39,9 +42,29 @@ def activation_fn(name: str) -> Callable:
   return ACTIVATIONS[name]
 
 
-def mlp(hidden: Sequence[int], out: int, activation: str, name: str = None) -> hk.Module:
-  """Hidden layers with `activation`, then a linear output layer of width `out`."""
-  return hk.nets.MLP(list(hidden) + [out], activation=activation_fn(activation), name=name)
+class MLP(hk.Module):
+  """Hidden layers (`init.hidden`) with `activation`, then a linear output layer of width `out`
+  (`init.output`); biases start at zero. The layers are made in __init__ and named linear_0,
+  linear_1, ..., so parameters are named as hk.nets.MLP's ('<name>/~/linear_<i>')."""
+
+  def __init__(self, hidden: Sequence[int], out: int, activation: str,
+               init: initializers.Initializers, name: str = None):
+    super().__init__(name=name)
+    widths = list(hidden) + [out]
+    self.act = activation_fn(activation)
+    self.layers = [hk.Linear(w, w_init=init.output if i == len(widths) - 1 else init.hidden,
+                             name=f'linear_{i}') for i, w in enumerate(widths)]
+
+  def __call__(self, x):
+    for layer in self.layers[:-1]:
+      x = self.act(layer(x))
+    return self.layers[-1](x)
+
+
+def mlp(hidden: Sequence[int], out: int, activation: str, name: str = None,
+        init: initializers.Initializers = None) -> hk.Module:
+  """An `MLP` with `init`, or the library's initializers."""
+  return MLP(hidden, out, activation, init or initializers.resolve(), name=name)
 
 
 def fourier_time_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -58,32 +81,42 @@ class DenoiserNet(hk.Module):
 
   f = MLP(`hidden`)([embed(obs), x_t, fourier(t)]) with embed = MLP `obs_hidden` (activation after
   each layer) and fourier = `time_dim` learned Fourier features. The first layer is applied as
-  W_o·embed(obs) + b + W_x·x_t + W_t·fourier(t), which is the same function as one layer on the
-  concatenation, split so that a sampler computes `condition(obs)` = W_o·embed(obs) + b once per
-  chain and `step(condition, x_t, t)` per denoising step (t shared by the batch embeds once).
+  W_o·embed(obs) + b + W_x·x_t + W_t·fourier(t) with [W_o; W_x; W_t] one weight matrix (initialized
+  as one, by `hidden_init`), which is the same function as one layer on the concatenation, split
+  so that a sampler computes `condition(obs)` = W_o·embed(obs) + b once per chain and
+  `step(condition, x_t, t)` per denoising step (t shared by the batch embeds once). The last
+  layer is initialized by `output_init`; None means the library's choice (`initializers`).
   """
 
   def __init__(self, act_dim: int, obs_dim: int, hidden: Sequence[int] = (256, 256, 256),
                obs_hidden: Sequence[int] = (128, 128), time_dim: int = 64,
-               activation: str = 'mish', name: str = 'denoiser'):
+               activation: str = 'mish', hidden_init: Optional[initializers.Initializer] = None,
+               output_init: Optional[initializers.Initializer] = None, name: str = 'denoiser'):
     super().__init__(name=name)
     self.act_dim, self.hidden, self.obs_hidden = act_dim, tuple(hidden), tuple(obs_hidden)
     self.time_dim, self.act = time_dim, activation_fn(activation)
     self.activation = activation
-    fan_in = (self.obs_hidden[-1] if self.obs_hidden else obs_dim) + act_dim + time_dim
-    self.w_init = hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in))  # as one Linear on the concat
+    self.init = initializers.resolve(hidden_init, output_init)
+    self.embed_dim = self.obs_hidden[-1] if self.obs_hidden else obs_dim
+
+  def _first_layer(self):
+    """[W_o; W_x; W_t], one [embed + act_dim + time_dim, hidden[0]] matrix, split by rows."""
+    w = hk.get_parameter('in_w', (self.embed_dim + self.act_dim + self.time_dim, self.hidden[0]),
+                         init=self.init.hidden)
+    return jnp.split(w, [self.embed_dim, self.embed_dim + self.act_dim])
 
   def condition(self, obs):
     h = obs
     for i, width in enumerate(self.obs_hidden):
-      h = self.act(hk.Linear(width, name=f'obs_embed_{i}')(h))
-    return hk.Linear(self.hidden[0], w_init=self.w_init, name='in_obs')(h)
+      h = self.act(hk.Linear(width, w_init=self.init.hidden, name=f'obs_embed_{i}')(h))
+    w_obs, _, _ = self._first_layer()
+    return h @ w_obs + hk.get_parameter('in_b', (self.hidden[0],), init=jnp.zeros)
 
   def step(self, cond, x_t, t):
     h_t = fourier_time_embedding(t, self.time_dim)
-    h = (cond + hk.Linear(self.hidden[0], with_bias=False, w_init=self.w_init, name='in_x')(x_t)
-         + hk.Linear(self.hidden[0], with_bias=False, w_init=self.w_init, name='in_t')(h_t))
-    return mlp(self.hidden[1:], self.act_dim, self.activation, 'trunk')(self.act(h))
+    _, w_x, w_t = self._first_layer()
+    h = cond + x_t @ w_x + h_t @ w_t
+    return mlp(self.hidden[1:], self.act_dim, self.activation, 'trunk', self.init)(self.act(h))
 
 
 # Rows per chunk where many rows go through one network (Q ensemble, IDEM's critic gradients):
@@ -112,7 +145,8 @@ def map_row_chunks(fn: Callable, xs: Sequence[jax.Array], row_chunk: int):
 
 
 def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], activation: str,
-               outputs: int = 1, row_chunk: int = ROW_CHUNK):
+               outputs: int = 1, row_chunk: int = ROW_CHUNK,
+               initializer: initializers.Initializers = None):
   """A Q ensemble of `num` identical MLPs on [obs, act] with stacked parameters.
 
   Returns (init(key) -> params with a leading axis of size `num`,
@@ -122,7 +156,7 @@ def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], acti
   rows on this project's 2-core CPU machines, 1.5× with the gradient to the actions
   (benchmarks/critic_rows.py)."""
   net = hk.without_apply_rng(hk.transform(
-      lambda o, a: mlp(hidden, outputs, activation, 'q')(jnp.concatenate([o, a], -1))))
+      lambda o, a: mlp(hidden, outputs, activation, 'q', initializer)(jnp.concatenate([o, a], -1))))
   members = jax.vmap(net.apply, in_axes=(0, None, None))
 
   def init(key):
@@ -138,6 +172,3 @@ def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], acti
 
   return init, apply
 
-
-def count_params(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

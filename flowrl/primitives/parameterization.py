@@ -5,7 +5,7 @@
   vp_diffusion   a_k = α_k a + σ_k ε on a VP schedule, ε/x0/v-prediction (Ho et al. 2020)
   rectified_flow a_t = (1 − t) a + t ε, velocity v = ε − a (Liu et al. 2023; Lipman et al. 2023)
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import distrax
 import gin
@@ -14,24 +14,30 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.errors import ConfigError
-from flowrl.primitives import networks, schedules
+from flowrl.primitives import initializers, networks, schedules
+from flowrl.primitives.initializers import Initializer
 from flowrl.primitives.base import EnvSpec, Policy, builder, primitive
 
 PREDICTIONS = ('eps', 'x0', 'v')
 
 
-def _direct_net(spec: EnvSpec, hidden, activation, outputs):
+def _direct_net(spec: EnvSpec, hidden, activation, outputs, hidden_init, output_init):
+  init = initializers.resolve(hidden_init, output_init)
   net = hk.without_apply_rng(hk.transform(
-      lambda obs: networks.mlp(hidden, outputs, activation, 'policy')(obs)))
+      lambda obs: networks.mlp(hidden, outputs, activation, 'policy', init)(obs)))
   return net, (lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))))
 
 
 @primitive('policy')
 @builder
 def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation: str = 'relu',
-                  log_std_min: float = -20.0, log_std_max: float = 2.0) -> Policy:
-  """Tanh-squashed diagonal Gaussian with state-dependent std; exact log-prob via distrax."""
-  net, init = _direct_net(spec, hidden, activation, 2 * spec.act_dim)
+                  log_std_min: float = -20.0, log_std_max: float = 2.0,
+                  hidden_init: Optional[Initializer] = None,
+                  output_init: Optional[Initializer] = None) -> Policy:
+  """Tanh-squashed diagonal Gaussian with state-dependent std; exact log-prob via distrax.
+  One network outputs [mean, log std]; log std is clipped to [log_std_min, log_std_max] (flow-rl
+  and the SAC authors' code: [−20, 2]). Initializers: None means the library's (`initializers`)."""
+  net, init = _direct_net(spec, hidden, activation, 2 * spec.act_dim, hidden_init, output_init)
 
   def distribution(params, obs):
     mean, log_std = jnp.split(net.apply(params, obs), 2, axis=-1)
@@ -46,10 +52,11 @@ def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
 
 @primitive('policy')
 @builder
-def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256),
-                  activation: str = 'relu') -> Policy:
+def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation: str = 'relu',
+                  hidden_init: Optional[Initializer] = None,
+                  output_init: Optional[Initializer] = None) -> Policy:
   """a = tanh(μ(s)): a point mass; exploration comes from a regularizer's noise."""
-  net, init = _direct_net(spec, hidden, activation, spec.act_dim)
+  net, init = _direct_net(spec, hidden, activation, spec.act_dim, hidden_init, output_init)
 
   def distribution(params, obs):
     mode = jnp.tanh(net.apply(params, obs))

@@ -1,0 +1,98 @@
+"""Weight initializers: a choice for every network, bound in gin like any primitive parameter.
+
+  orthogonal(scale)      W = scale·Q with Q a uniformly drawn orthogonal matrix (Saxe et al.
+                         2014), so WᵀW = scale²·I for a square layer. scale √2: the convention
+                         of the JAX RL codebases (jaxrl's `default_init`, flow-rl's
+                         `orthogonal_init`), and this library's default.
+  variance_scaling(scale, mode, distribution)
+                         Var(W) = scale / n, n = fan_in, fan_out or their mean (He et al. 2015;
+                         Glorot & Bengio 2010). Its cases:
+                           lecun normal     scale 1, 'fan_in',  'truncated_normal'
+                           he normal        scale 2, 'fan_in',  'truncated_normal'
+                           xavier uniform   scale 1, 'fan_avg', 'uniform'  (flax's Dense in QSM's code)
+                           PyTorch Linear   scale 1/3, 'fan_in', 'uniform'  (kaiming_uniform(a=√5))
+                         A 'truncated_normal' is cut at ±2 std and rescaled to the variance asked.
+  haiku_default()        hk.Linear's own: a normal cut at ±2 std with std 1/√fan_in before the
+                         cut (so Var(W) ≈ 0.77/fan_in). DACER's and SDAC/DPMD's code use it.
+
+Biases start at zero in every network (haiku, flax and the PyTorch codes this library follows all
+zero them, or fill them so). An initializer is an `Initializer`: hk's (shape, dtype) -> array with
+a readable name, so `python -m flowrl.run --list` shows what a default is.
+"""
+from typing import Callable, NamedTuple
+
+import gin
+import haiku as hk
+import numpy as np
+
+from flowrl.errors import ConfigError
+
+MODES = ('fan_in', 'fan_out', 'fan_avg')
+DISTRIBUTIONS = ('truncated_normal', 'normal', 'uniform')
+
+
+class Initializer(NamedTuple):
+  """A haiku initializer (shape, dtype) -> array with the name it was made from."""
+  name: str
+  init: Callable
+
+  def __call__(self, shape, dtype):
+    return self.init(shape, dtype)
+
+  def __repr__(self):
+    return self.name
+
+
+def _orthogonal(scale: float = float(np.sqrt(2.0))) -> Initializer:
+  """W = scale·Q, Q orthogonal (Saxe et al. 2014): WᵀW = scale²·I for a square layer."""
+  return Initializer(f'orthogonal(scale={scale:.4g})', hk.initializers.Orthogonal(scale))
+
+
+orthogonal = gin.configurable('orthogonal', module='flowrl.init')(_orthogonal)
+
+
+@gin.configurable(module='flowrl.init')
+def variance_scaling(scale: float = 1.0, mode: str = 'fan_in',
+                     distribution: str = 'truncated_normal') -> Initializer:
+  """Var(W) = scale/n with n = fan_in, fan_out or fan_avg: lecun (1, fan_in), he (2, fan_in),
+  xavier (1, fan_avg), PyTorch's Linear (1/3, fan_in, uniform)."""
+  if mode not in MODES:
+    raise ConfigError(f'variance_scaling.mode={mode!r} is not one of {MODES}.')
+  if distribution not in DISTRIBUTIONS:
+    raise ConfigError(f'variance_scaling.distribution={distribution!r} is not one of '
+                      f'{DISTRIBUTIONS}.')
+  if not scale > 0:
+    raise ConfigError(f'variance_scaling.scale={scale!r} must be positive.')
+  return Initializer(f'variance_scaling(scale={scale:.4g}, mode={mode!r}, '
+                     f'distribution={distribution!r})',
+                     hk.initializers.VarianceScaling(scale, mode, distribution))
+
+
+def _haiku_linear_default(shape, dtype):
+  return hk.initializers.TruncatedNormal(1.0 / np.sqrt(shape[0]))(shape, dtype)
+
+
+@gin.configurable(module='flowrl.init')
+def haiku_default() -> Initializer:
+  """hk.Linear's default: a normal cut at ±2 std, std 1/√fan_in before the cut."""
+  return Initializer('haiku_default()', _haiku_linear_default)
+
+
+class Initializers(NamedTuple):
+  hidden: Initializer       # every hidden layer (and the embeddings of a denoiser)
+  output: Initializer       # the last layer (a policy's mean, a Q value, a noise prediction)
+
+
+@gin.configurable(module='flowrl.init')
+def initializers(hidden: Initializer = _orthogonal(), output: Initializer = _orthogonal()
+                 ) -> Initializers:
+  """The weights of every network that is not given its own (a network's `hidden_init` and
+  `output_init`). Default: orthogonal(√2) on every layer, as jaxrl and flow-rl, the field's JAX
+  reference codes; a method whose official code differs binds its own in its gin file."""
+  return Initializers(hidden, output)
+
+
+def resolve(hidden_init=None, output_init=None) -> Initializers:
+  """A network's initializers: its own where given, else the library's (`initializers`)."""
+  default = initializers()
+  return Initializers(hidden_init or default.hidden, output_init or default.output)
