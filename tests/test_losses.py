@@ -1,4 +1,4 @@
-"""Each method's actor and critic losses on a tiny case equal the formula in METHODS.md,
+"""Each method's actor and critic losses on a tiny case equal the formula in docs/methods.md,
 computed here by hand in numpy from the same network outputs and the same random draws."""
 import jax
 import jax.numpy as jnp

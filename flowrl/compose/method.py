@@ -24,26 +24,45 @@ CAPABILITIES = {
 }
 
 
+DECAYS = ('linear', 'cosine')
+
+
 def _adam(learning_rate: float, max_grad_norm: float, final_learning_rate: Optional[float],
-          decay_steps: int):
-  lr = learning_rate if final_learning_rate is None else optax.linear_schedule(
-      learning_rate, final_learning_rate, decay_steps)
-  adam = optax.adam(lr)
+          decay_steps: int, eps: float, decay: str, name: str):
+  """Adam (optax.adam, ε = `eps`), optionally after global-norm clipping, with the learning rate
+  decayed from `learning_rate` to `final_learning_rate` over `decay_steps` optimizer steps,
+  linearly (optax.linear_schedule) or on a cosine (optax.cosine_decay_schedule)."""
+  if decay not in DECAYS:
+    raise ConfigError(f'{name}.decay={decay!r} is not one of {DECAYS}.')
+  if not eps > 0:
+    raise ConfigError(f'{name}.eps={eps!r} must be positive.')
+  lr = learning_rate
+  if final_learning_rate is not None:
+    lr = (optax.linear_schedule(learning_rate, final_learning_rate, decay_steps)
+          if decay == 'linear' else optax.cosine_decay_schedule(
+              learning_rate, decay_steps, alpha=final_learning_rate / learning_rate))
+  adam = optax.adam(lr, eps=eps)
   return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam) if max_grad_norm else adam
 
 
 @gin.configurable(module='flowrl')
 def actor_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
-                    final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000):
-  """Adam for the actor; optional global-norm clipping and linear learning-rate decay."""
-  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps)
+                    final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000,
+                    eps: float = 1e-8, decay: str = 'linear'):
+  """Adam for the actor (ε 1e-8, optax's and flow-rl's default); optional global-norm clipping
+  and a linear or cosine learning-rate decay to `final_learning_rate`."""
+  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps, eps, decay,
+               'actor_optimizer')
 
 
 @gin.configurable(module='flowrl')
 def critic_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
-                     final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000):
-  """Adam for the critic; optional global-norm clipping and linear learning-rate decay."""
-  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps)
+                     final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000,
+                     eps: float = 1e-8, decay: str = 'linear'):
+  """Adam for the critic (ε 1e-8); optional global-norm clipping and a linear or cosine
+  learning-rate decay to `final_learning_rate`."""
+  return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps, eps, decay,
+               'critic_optimizer')
 
 
 class Method(NamedTuple):

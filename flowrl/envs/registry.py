@@ -33,17 +33,36 @@ def env(name: str = 'HalfCheetah-v5') -> str:
   return name
 
 
+@gin.configurable('per_task', module='flowrl')
+def per_task(bindings=None) -> dict:
+  """Bindings that hold on one task only, as a method's official code sets them per task:
+  {task name: ['name.param = value', ...]}, e.g. DACER's behaviour noise 0.15 on HalfCheetah-v5.
+  `flowrl.run` applies the entry of the run's task after the gin files and before the user's
+  --bind values, so a --bind still wins."""
+  return dict(bindings or {})
+
+
+def _did_you_mean(name: str, known) -> str:
+  """' did you mean 'X'?' for a near miss (case, version or a typo), else ''."""
+  import difflib
+  lower = {k.lower(): k for k in known}
+  close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.8)
+  return f" did you mean {lower[close[0]]!r}?" if close else ''
+
+
 def make_env(name: str, seed: int = 0) -> gym.Env:
   """Build `name` with actions rescaled to [−1, 1] and observations as flat float32 vectors."""
   if name.startswith('dmc:'):
     if name not in _dmc_tasks():
-      raise ConfigError(f"unknown environment {name!r}; dm_control tasks are: "
+      raise ConfigError(f"unknown environment {name!r};{_did_you_mean(name, _dmc_tasks())} "
+                        f"dm_control tasks are: "
                         f"{', '.join(_dmc_tasks())}.")
     from flowrl.envs.dmc import DMCEnv
     e = DMCEnv(name[4:], seed)
   else:
     if name not in GYM_TASKS:
-      raise ConfigError(f"unknown environment {name!r}; known: {', '.join(GYM_TASKS)}, "
+      raise ConfigError(f"unknown environment {name!r};{_did_you_mean(name, known_envs())} "
+                        f"known: {', '.join(GYM_TASKS)}, "
                         f"or a dm_control task as 'dmc:domain-task' (e.g. dmc:cheetah-run).")
     e = gym.make(name)
   e = gym.wrappers.RescaleAction(e, -1.0, 1.0)
