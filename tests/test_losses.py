@@ -34,7 +34,8 @@ def _critic_case(make):
   c = make(hidden=(8,))(SPEC)
   batch = _batch(jax.random.PRNGKey(2))
   next_a = jax.random.uniform(jax.random.PRNGKey(3), (B, 2), minval=-1, maxval=1)
-  return (c, c.init(jax.random.PRNGKey(0)), c.init(jax.random.PRNGKey(1)), batch, next_a,
+  # target key 3: its members order differently on different samples (the per-sample min shows)
+  return (c, c.init(jax.random.PRNGKey(0)), c.init(jax.random.PRNGKey(3)), batch, next_a,
           GAMMA * (1 - batch.terminated))
 
 
@@ -157,7 +158,7 @@ def test_td3_actor_loss_is_minus_first_critic():
 
 def test_dacer_actor_loss_backpropagates_through_the_chain_with_alpha_noise():
   """-min Q(s, a + 0.1 α ξ) with a from the full DDPM chain; the gradient reaches the ε-net."""
-  policy = parameterization.vp_diffusion()(SPEC)
+  policy = parameterization.vp_diffusion(train_steps=5)(SPEC)
   params = policy.init(jax.random.PRNGKey(0))
   samp = sampler.sampler(sampler.ddpm(), steps=3)
   reg = regularizer.estimated_entropy(alpha_init=2.0, noise_scale=0.1)(SPEC)
@@ -197,7 +198,7 @@ def test_dipo_action_ascent_and_denoising_loss():
   out = signal.ascend_actions(wall, batch.obs, a0, steps=100, learning_rate=0.1, max_norm=0.2)
   np.testing.assert_allclose(_np(out), 1.0)
 
-  policy = parameterization.vp_diffusion()(SPEC)
+  policy = parameterization.vp_diffusion(train_steps=5)(SPEC)
   params = policy.init(jax.random.PRNGKey(0))
   samp = sampler.sampler(sampler.ddpm(), steps=5)
   sig = signal.action_gradient(steps=3, learning_rate=0.03, norm_ratio=0.1)
@@ -217,7 +218,7 @@ def test_dipo_action_ascent_and_denoising_loss():
 
 @pytest.mark.parametrize('normalize', [False, True])
 def test_qsm_loss_matches_the_score_target(normalize):
-  policy = parameterization.vp_diffusion()(SPEC)
+  policy = parameterization.vp_diffusion(train_steps=5)(SPEC)
   params = policy.init(jax.random.PRNGKey(0))
   samp = sampler.sampler(sampler.ddpm(), steps=5)
   w = jnp.array([[1.0, -2.0], [0.5, 0.3]])            # Q_e(s, a) = w_e·a: ∇Q_e = w_e
@@ -226,7 +227,7 @@ def test_qsm_loss_matches_the_score_target(normalize):
   key = jax.random.PRNGKey(5)
   sig = signal.q_score_matching(score_scale=50.0, normalize=normalize, temperature=0.1)
   loss, _ = sig.loss(params, _inputs(policy, samp, q, batch), key)
-  x_t, t, _, alpha, sigma = policy.noised(batch.action, key, 5)
+  x_t, t, _, alpha, sigma = policy.noised(batch.action, key)
   eps_hat = _np(policy.predict(params, batch.obs, x_t, t))
   if normalize:
     # min over members of linear Qs: the gradient is w of the per-sample, per-point min member
@@ -289,3 +290,25 @@ def test_combined_passes_on_its_one_periodic_part_and_refuses_two():
   assert regularizer.combined(parts=parts[:1])(SPEC).periodic is None
   with pytest.raises(ValueError, match='at most one part'):
     regularizer.combined(parts=[parts[1], regularizer.estimated_entropy()])(SPEC)
+
+
+@pytest.mark.parametrize('make_signal', [
+    lambda: signal.action_gradient(steps=3, learning_rate=0.03, norm_ratio=0.1),
+    lambda: signal.q_score_matching(score_scale=50.0),
+])
+def test_a_denoising_loss_depends_on_the_policy_grid_not_on_sampler_steps(make_signal):
+  """The training noise grid belongs to the policy: a sampler ablation (`--axis
+  sampler.steps=5,10,20`) leaves the loss alone; the policy's `train_steps` changes it."""
+  w = jnp.array([[1.0, -2.0], [0.5, 0.3]])
+  q = lambda o, a: jnp.einsum('ea,...a->e...', w, a)
+  batch = _batch(jax.random.PRNGKey(1))
+  key = jax.random.PRNGKey(5)
+
+  def loss(train_steps, sampler_steps):
+    policy = parameterization.vp_diffusion(train_steps=train_steps)(SPEC)
+    params = policy.init(jax.random.PRNGKey(0))
+    samp = sampler.sampler(sampler.ddpm(), steps=sampler_steps)
+    return float(make_signal().loss(params, _inputs(policy, samp, q, batch), key)[0])
+
+  assert loss(20, 5) == loss(20, 10) == loss(20, 50)
+  assert loss(5, 5) != loss(20, 5)
