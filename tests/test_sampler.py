@@ -93,14 +93,14 @@ def test_a_wrong_denoiser_fails_the_moment_check():
 
 def test_forward_noising_statistics():
   """a_k = α_k a + σ_k ε: mean α_k a and std σ_k, α² + σ² = 1, ᾱ_0 = 1, ᾱ_K ≈ 0."""
-  policy = parameterization.vp_diffusion()(SPEC)
   steps = 10
+  policy = parameterization.vp_diffusion(train_steps=steps)(SPEC)
   alphas, sigmas = policy.path(steps)
   np.testing.assert_allclose(alphas ** 2 + sigmas ** 2, 1.0, atol=1e-6)
   assert alphas[0] == 1.0 and alphas[-1] < 0.05
   assert np.all(np.diff(np.asarray(alphas)) < 0)
   a0 = jnp.full((N, 1), 0.7)
-  x_t, t, eps, alpha, sigma = policy.noised(a0, jax.random.PRNGKey(3), steps)
+  x_t, t, eps, alpha, sigma = policy.noised(a0, jax.random.PRNGKey(3))
   k = np.round(np.asarray(t) * steps).astype(int)
   assert set(np.unique(k)) == set(range(1, steps + 1))
   for kk in (1, 5, 10):

@@ -68,8 +68,9 @@ class Policy(NamedTuple):
   predict: Optional[Callable] = None       # (params, obs, x_t, t) -> network output
   path: Optional[Callable] = None          # (steps) -> (alpha[steps+1], sigma[steps+1]) at t=k/steps
   to_eps_x0: Optional[Callable] = None     # (output, x_t, alpha, sigma) -> (eps_hat, x0_hat)
-  fit_loss: Optional[Callable] = None      # (params, obs, a0, key, steps) -> per-sample loss [B]
-  noised: Optional[Callable] = None        # (a0, key, steps) -> (x_t, t, eps, alpha, sigma)
+  fit_loss: Optional[Callable] = None      # (params, obs, a0, key) -> per-sample loss [B], on the
+                                           #   policy's own training noise grid (not the sampler's)
+  noised: Optional[Callable] = None        # (a0, key) -> (x_t, t, eps, alpha, sigma), same grid
   condition: Optional[Callable] = None     # (params, obs) -> per-state features, once per chain
   predict_cond: Optional[Callable] = None  # (params, condition, x_t, t) -> network output
 

@@ -88,11 +88,14 @@ def _regression(pred, target):
 @primitive('policy')
 @builder
 def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
-                 prediction: str = 'eps') -> Policy:
+                 prediction: str = 'eps', train_steps: int = 20) -> Policy:
   """Variance-preserving diffusion (Ho et al. 2020): a_k = α_k a + σ_k ε, α² + σ² = 1, on the
-  `schedule` over the sampler's K steps. The network predicts ε ('eps'), a ('x0') or
-  v = α ε − σ a ('v', Salimans & Ho 2022); fit loss: E_{k,ε} ‖f_θ(s, a_k, k/K) − target‖²
-  averaged over action dimensions. The network is `DenoiserNet` (bind its sizes there)."""
+  `schedule`. The network predicts ε ('eps'), a ('x0') or v = α ε − σ a ('v', Salimans & Ho
+  2022); fit loss: E_{k,ε} ‖f_θ(s, a_k, k/K) − target‖² averaged over action dimensions, with
+  k ~ U{1..K} on the policy's own training grid K = `train_steps` (the papers train and sample on
+  the same K, so each method file binds it to its sampler's steps). A sampler may run on another
+  grid (t = k/K is continuous, the schedule is a function of t): a sampler ablation then changes
+  only sampling. The network is `DenoiserNet` (bind its sizes there)."""
   if prediction not in PREDICTIONS:
     raise ConfigError(f"vp_diffusion.prediction={prediction!r} is not one of {PREDICTIONS}.")
   init, predict, condition, predict_cond = _chain_net(spec)
@@ -108,16 +111,16 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
       return (x_t - alpha * out) / sigma, out
     return sigma * x_t + alpha * out, alpha * x_t - sigma * out
 
-  def noised(a0, key, steps):
+  def noised(a0, key):
     k_key, e_key = jax.random.split(key)
-    k = jax.random.randint(k_key, a0.shape[:-1] + (1,), 1, steps + 1)
-    alphas, sigmas = path(steps)
+    k = jax.random.randint(k_key, a0.shape[:-1] + (1,), 1, train_steps + 1)
+    alphas, sigmas = path(train_steps)
     eps = jax.random.normal(e_key, a0.shape)
     alpha, sigma = alphas[k], sigmas[k]
-    return alpha * a0 + sigma * eps, k[..., 0] / steps, eps, alpha, sigma
+    return alpha * a0 + sigma * eps, k[..., 0] / train_steps, eps, alpha, sigma
 
-  def fit_loss(params, obs, a0, key, steps):
-    x_t, t, eps, alpha, sigma = noised(a0, key, steps)
+  def fit_loss(params, obs, a0, key):
+    x_t, t, eps, alpha, sigma = noised(a0, key)
     out = predict(params, obs, x_t, t)
     target = {'eps': eps, 'x0': a0, 'v': alpha * eps - sigma * a0}[prediction]
     return _regression(out, target)
@@ -144,14 +147,14 @@ def rectified_flow(spec: EnvSpec) -> Policy:
     # x_t = α x0 + σ ε with α = 1 − t, σ = t and v = ε − x0.
     return x_t + alpha * out, x_t - sigma * out
 
-  def noised(a0, key, steps):
+  def noised(a0, key):
     t_key, e_key = jax.random.split(key)
     t = jax.random.uniform(t_key, a0.shape[:-1] + (1,))
     eps = jax.random.normal(e_key, a0.shape)
     return (1 - t) * a0 + t * eps, t[..., 0], eps, 1 - t, t
 
-  def fit_loss(params, obs, a0, key, steps):
-    x_t, t, eps, _, _ = noised(a0, key, steps)
+  def fit_loss(params, obs, a0, key):
+    x_t, t, eps, _, _ = noised(a0, key)
     return _regression(predict(params, obs, x_t, t), eps - a0)
 
   return Policy('rectified_flow', frozenset({'chain', 'velocity', 'score'}), spec.act_dim, init,

@@ -214,7 +214,7 @@ def uniform_denoising(spec: EnvSpec, num_actions: int = 10, weight: float = 0.02
     b = inp.obs.shape[0]
     u = jax.random.uniform(u_key, (b * num_actions, spec.act_dim), minval=-1.0, maxval=1.0)
     obs = jnp.repeat(inp.obs, num_actions, axis=0)
-    fit = inp.policy.fit_loss(params, obs, u, fit_key, inp.sampler.steps).reshape(b, num_actions)
+    fit = inp.policy.fit_loss(params, obs, u, fit_key).reshape(b, num_actions)
     w = jax.lax.stop_gradient(aux.get('weights', jnp.ones(b)))
     return weight * jnp.mean(w * jnp.mean(fit, axis=-1))
 

@@ -67,7 +67,7 @@ def action_gradient(steps: int = 20, learning_rate: float = 0.03, norm_ratio: fl
     act_dim = inp.improved_action.shape[-1]
     improved = jax.lax.stop_gradient(ascend_actions(
         inp.q, inp.obs, inp.improved_action, steps, learning_rate, norm_ratio * act_dim))
-    fit = inp.policy.fit_loss(params, inp.obs, improved, key, inp.sampler.steps)
+    fit = inp.policy.fit_loss(params, inp.obs, improved, key)
     moved = jnp.mean(jnp.linalg.norm(improved - inp.improved_action, axis=-1))
     return jnp.mean(fit), {'improved_action': improved, 'action_shift': moved}
 
@@ -82,7 +82,7 @@ def q_score_matching(score_scale: float = 50.0, normalize: bool = False,
 
   def loss(params, inp: ActorInputs, key):
     policy = inp.policy
-    x_t, t, _, alpha, sigma = policy.noised(inp.action, key, inp.sampler.steps)
+    x_t, t, _, alpha, sigma = policy.noised(inp.action, key)
     at = jnp.clip(x_t, -1.0, 1.0)
     if normalize:
       dq = jax.grad(lambda a: jnp.sum(jnp.min(inp.q(inp.obs, a), axis=0)))(at)

@@ -61,7 +61,7 @@ def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = networks.
 
 def _noised_replay(params, inp: ActorInputs, key):
   policy = inp.policy
-  x_t, t, _, alpha, sigma = policy.noised(inp.action, key, inp.sampler.steps)
+  x_t, t, _, alpha, sigma = policy.noised(inp.action, key)
   eps_hat, _ = policy.to_eps_x0(policy.predict(params, inp.obs, x_t, t), x_t, alpha, sigma)
   return x_t, alpha, sigma, eps_hat
 
@@ -159,7 +159,7 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
     values = jnp.min(inp.q(obs, particles), axis=0).reshape(b, num_particles)
     lam = temperature if inp.temperature is None else inp.temperature
     w = jax.lax.stop_gradient(particle_weights(values, lam, weight_map))          # [B, N]
-    fit = inp.policy.fit_loss(params, obs, particles, fit_key, inp.sampler.steps)
+    fit = inp.policy.fit_loss(params, obs, particles, fit_key)
     fit = jnp.minimum(fit, loss_clip).reshape(b, num_particles)
     return jnp.mean(w * fit), {'weight_kl': weight_kl(w), 'weight_max': jnp.max(w, axis=-1)}
 
@@ -177,8 +177,7 @@ def best_sample_advantage(num_samples: int = 64) -> Signal:
     best, values = best_of_n(sample, inp.q, inp.obs, s_key, num_samples, with_values=True)
     w = jnp.maximum(jnp.max(values, axis=-1) - jnp.mean(values, axis=-1), 0.0)       # [B]
     w = jax.lax.stop_gradient(w)
-    fit = inp.policy.fit_loss(params, inp.obs, jax.lax.stop_gradient(best), fit_key,
-                              inp.sampler.steps)
+    fit = inp.policy.fit_loss(params, inp.obs, jax.lax.stop_gradient(best), fit_key)
     return jnp.mean(w * fit), {'weights': w}
 
   return Signal('best_sample_advantage', frozenset({'chain'}), loss)
