@@ -34,7 +34,8 @@ SEEDS_NAME = 'seeds.json'
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog='python -m flowrl.run', description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog='python -m flowrl.run', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--gin', action='append', default=[], help='gin file (repeatable)')
   p.add_argument('--bind', action='append', default=[], help="gin binding 'name.param=value'")
   p.add_argument('--list', action='store_true', help='list primitives per axis and exit')
@@ -71,7 +72,7 @@ def list_primitives() -> str:
   method_module = importlib.import_module('flowrl.compose.method')  # the package re-exports a
                                                                     # function of the same name
   from flowrl.envs import registry
-  from flowrl.primitives import REGISTRY, networks, sampler, schedules
+  from flowrl.primitives import REGISTRY, initializers, networks, sampler, schedules
   from flowrl.primitives.base import describe
   lines = []
   for axis, entries in REGISTRY.items():
@@ -84,7 +85,12 @@ def list_primitives() -> str:
                    ('critic_optimizer', method_module.critic_optimizer),
                    ('cosine_schedule', schedules.cosine_schedule),
                    ('linear_schedule', schedules.linear_schedule),
-                   ('train', train_step.TrainConfig), ('env', registry.env)):
+                   ('train', train_step.TrainConfig), ('env', registry.env),
+                   ('per_task', registry.per_task),
+                   ('initializers', initializers.initializers),
+                   ('orthogonal', initializers.orthogonal),
+                   ('variance_scaling', initializers.variance_scaling),
+                   ('haiku_default', initializers.haiku_default)):
     lines.append(f'  {describe(fn, name, *doc)}')
   return '\n'.join(lines)
 
@@ -101,6 +107,20 @@ def enable_compile_cache(path=None) -> str:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
   return path
+
+
+def terminate_as_interrupt():
+  """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so a run or sweep stopped by a scheduler
+  (Slurm, Ray, `kill`) takes the Ctrl-C path: the training loop saves the frame in progress (it
+  holds both signals until a safe point) and the command says how to resume. Not where SIGTERM
+  was ignored when the process started."""
+  import signal
+
+  def handler(signum, frame):
+    raise KeyboardInterrupt
+
+  if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _one_sentence(err: Exception) -> str:
@@ -127,6 +147,16 @@ def parse_config(gin_files, bindings):
     gin.parse_config_files_and_bindings(files, None, finalize_config=False)
   except Exception as e:
     raise ConfigError(f'cannot parse {", ".join(gin_files)}: {_one_sentence(e)}') from None
+  _parse_bindings(bindings)
+  _apply_per_task()
+  _parse_bindings(bindings)     # the user's --bind wins over a method's per-task values
+  from flowrl import validation
+  validation.check_bindings()   # types and ranges of every bound value, before anything builds
+
+
+def _parse_bindings(bindings):
+  import gin
+  from flowrl.errors import ConfigError
   for b in bindings:
     if '=' not in b:
       raise ConfigError(f"malformed --bind {b!r}; expected 'name.param=value', "
@@ -135,6 +165,22 @@ def parse_config(gin_files, bindings):
       gin.parse_config(b)
     except Exception as e:
       raise ConfigError(f'bad --bind {b!r}: {_one_sentence(e)}') from None
+
+
+def _apply_per_task():
+  """The method file's `per_task.bindings` entry for the run's task, if it has one."""
+  import gin
+  from flowrl.envs import env, per_task
+  from flowrl.errors import ConfigError
+  try:
+    task, table = env(), per_task()
+  except Exception as e:
+    raise ConfigError(f'invalid env or per_task binding: {_one_sentence(e)}') from None
+  for b in table.get(task, ()):
+    try:
+      gin.parse_config(b)
+    except Exception as e:
+      raise ConfigError(f'bad per_task binding {b!r} for {task}: {_one_sentence(e)}') from None
 
 
 def build(seed_override=None):
@@ -146,10 +192,12 @@ def build(seed_override=None):
   from flowrl.envs import env, make_env
   from flowrl.errors import ConfigError
   from flowrl.primitives.base import EnvSpec
+  from flowrl import validation
   try:
     m = method()
     cfg = train()
     env_name = env()
+    validation.check_train(cfg)
   except ConfigError:
     raise
   except Exception as e:
@@ -165,6 +213,7 @@ def build(seed_override=None):
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   from flowrl.errors import ConfigError
+  terminate_as_interrupt()
   if args.list:
     import flowrl.primitives  # noqa: F401
     print(list_primitives())

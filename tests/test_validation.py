@@ -50,3 +50,70 @@ def test_illegal_mix_raises_one_sentence(mix, words):
 def test_legal_mix_compiles(mix):
   agent = compile_method(mix, SPEC)
   assert agent.policy.act_dim == 2
+
+
+# Numbers and types: every bound value is checked when the config is parsed (flowrl.validation).
+@pytest.mark.parametrize('method_file,binding,words', [
+    ('dacer', 'sampler.steps=-3', ['sampler.steps = -3 must be at least 1']),
+    ('sac', 'sampler.steps="ten"', ["sampler.steps = 'ten' must be an integer"]),
+    ('sac', 'train.batch_size=0', ['train.batch_size = 0 must be at least 1']),
+    ('sac', 'actor_optimizer.learning_rate=0.0', ['actor_optimizer.learning_rate = 0.0 must be positive']),
+    ('sac', 'critic_optimizer.eps=-1e-8', ['critic_optimizer.eps = -1e-08 must be positive']),
+    ('sac', 'Method.gamma=1.5', ['Method.gamma = 1.5 must lie in [0, 1]']),
+    ('sac', 'Method.tau=0.0', ['Method.tau = 0.0 must lie in (0, 1]']),
+    ('sac', 'Method.actor_every=0', ['Method.actor_every = 0 must be at least 1']),
+    ('sac', 'train.random_frames=-1', ['train.random_frames = -1 must not be negative']),
+    ('sac', 'tanh_gaussian.hidden=(256, -1)', ['tanh_gaussian.hidden = (256, -1) must be a tuple']),
+    ('sac', 'exact_entropy.alpha_init=0.0', ['exact_entropy.alpha_init = 0.0 must be positive']),
+    ('qsm', 'q_score_matching.score_scale="big"', ["score_scale = 'big' must be a number"]),
+    ('dipo', 'action_gradient.steps=2.5', ['action_gradient.steps = 2.5 must be an integer']),
+    ('sdac', 'sampler.best_of=0', ['sampler.best_of = 0 must be at least 1']),
+    ('td3', 'action_noise.behaviour_std=-0.1', ['action_noise.behaviour_std = -0.1 must not be negative']),
+])
+def test_bad_numbers_and_types_are_one_sentence(method_file, binding, words):
+  from flowrl import run as cli
+  with pytest.raises(ConfigError) as err:
+    cli.parse_config([f'gin/{method_file}.gin'], [binding])
+  msg = str(err.value)
+  assert msg.count('\n') == 0 and msg.endswith('.'), msg
+  for w in words:
+    assert w in msg, (w, msg)
+
+
+def test_a_batch_larger_than_the_buffer_is_refused():
+  from flowrl import run as cli
+  cli.parse_config(['gin/sac.gin', 'gin/env/pendulum.gin'],
+                   ['train.buffer_size=100', 'train.batch_size=256'])
+  with pytest.raises(ConfigError, match=r'train.batch_size = 256 is larger than the replay buffer'):
+    cli.build()
+
+
+def test_every_shipped_gin_file_passes_the_checks():
+  import glob
+  import os
+  from flowrl import run as cli
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for path in sorted(glob.glob(os.path.join(root, 'gin', '*.gin')) +
+                     glob.glob(os.path.join(root, 'examples', '*.gin'))):
+    for env in ([], [os.path.join(root, 'gin', 'env', 'pendulum.gin')],
+                [os.path.join(root, 'gin', 'env', 'dmc.gin')]):
+      cli.parse_config([path] + env, [])
+
+
+@pytest.mark.parametrize('name,suggestion', [
+    ('Halfcheetah-v5', "did you mean 'HalfCheetah-v5'?"),     # case
+    ('HalfCheetah-v4', "did you mean 'HalfCheetah-v5'?"),     # version
+    ('dmc:cheetah-rnu', "did you mean 'dmc:cheetah-run'?"),   # typo
+    ('cheetah-run', "did you mean 'dmc:cheetah-run'?"),       # the dmc: prefix forgotten
+    ('Nope-v0', None),                                        # nothing close: the list only
+])
+def test_an_unknown_environment_suggests_a_near_miss(name, suggestion):
+  from flowrl.envs import make_env
+  with pytest.raises(ConfigError) as err:
+    make_env(name)
+  msg = str(err.value)
+  assert msg.startswith(f'unknown environment {name!r};') and msg.count('\n') == 0
+  if suggestion:
+    assert suggestion in msg
+  else:
+    assert 'did you mean' not in msg and 'HalfCheetah-v5' in msg
