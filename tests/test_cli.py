@@ -57,6 +57,7 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
             '--logdir', str(tmp_path))
   assert out.returncode == 3, out.stderr
   assert 'training diverged' in out.stderr and 'Traceback' not in out.stderr
+  assert 'the last finite checkpoint (frame 200) is kept' in out.stderr
   (run_dir,) = [tmp_path / d for d in os.listdir(tmp_path)]
   steps = sorted(int(d) for d in os.listdir(run_dir / 'checkpoints') if d.isdigit())
   assert steps == [200]
@@ -72,8 +73,26 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)
 
 
-def test_ctrl_c_saves_the_frame_in_progress_and_says_how_to_resume(tmp_path):
-  """No checkpoint is due (every 100k frames): Ctrl-C itself writes one, at the frame it stopped."""
+def test_nan_before_the_first_checkpoint_says_there_is_none(tmp_path):
+  out = run('--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin', '--no-progress',
+            '--bind', 'train.total_frames=600', '--bind', 'train.random_frames=200',
+            '--bind', 'train.learning_starts=250', '--bind', 'train.checkpoint_every=100000',
+            '--bind', 'train.log_every=100', '--bind', 'train.eval_every=100000',
+            '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
+            '--bind', 'critic_optimizer.learning_rate=1e30', '--bind', 'Method.reward_scale=1e30',
+            '--logdir', str(tmp_path))
+  assert out.returncode == 3, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith('flowrl:')]
+  assert len(lines) == 1 and 'no checkpoint had been written yet' in lines[0], out.stderr
+  assert 'the first was due at frame 100000' in lines[0]
+  (run_dir,) = [tmp_path / d for d in os.listdir(tmp_path)]
+  assert not [d for d in os.listdir(run_dir / 'checkpoints') if d.isdigit()]
+
+
+@pytest.mark.parametrize('signum', ['SIGINT', 'SIGTERM'])
+def test_ctrl_c_or_sigterm_saves_the_frame_in_progress_and_says_how_to_resume(tmp_path, signum):
+  """No checkpoint is due (every 100k frames): Ctrl-C (SIGINT) or a scheduler's SIGTERM itself
+  writes one, at the frame it stopped."""
   import re
   import signal
   import time
@@ -88,7 +107,7 @@ def test_ctrl_c_saves_the_frame_in_progress_and_says_how_to_resume(tmp_path):
   while time.time() < deadline and not list(tmp_path.glob('*/train.csv')):
     time.sleep(0.2)
   assert list(tmp_path.glob('*/train.csv')), 'no training log within 120 s'
-  proc.send_signal(signal.SIGINT)
+  proc.send_signal(getattr(signal, signum))
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 130, err
   assert 'python -m flowrl.run --resume' in err and 'Traceback' not in err

@@ -250,20 +250,22 @@ def test_dacer_estimates_its_entropy_every_k_updates_in_the_loop(tmp_path):
   assert float(loop.agent.reg['log_alpha']) != pytest.approx(np.log(3.0))
 
 
-def test_ctrl_c_while_training_is_held_until_a_safe_point():
+@pytest.mark.parametrize('signum', ['SIGINT', 'SIGTERM'])
+def test_ctrl_c_or_sigterm_while_training_is_held_until_a_safe_point(signum):
   import signal
+  signum = getattr(signal, signum)
   done = []
-  before = signal.getsignal(signal.SIGINT)
+  before = signal.getsignal(signum)
   interrupts = offpolicy._Interrupts()
   try:
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signum)
     done.append('the checkpoint write finished')     # still runs: the interrupt only set a flag
     with pytest.raises(KeyboardInterrupt):
       interrupts.check()                             # once the frame is saved
   finally:
     interrupts.restore()
   assert done == ['the checkpoint write finished']
-  assert signal.getsignal(signal.SIGINT) is before
+  assert signal.getsignal(signum) is before
 
 
 def test_ctrl_c_ignored_at_start_stays_ignored():

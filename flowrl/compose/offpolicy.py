@@ -5,8 +5,8 @@ one seed or for several seeds batched in one program (`train_step.batched_progra
 Every episode starts from a reset seeded by the frame it starts at, so a checkpoint can fall
 anywhere in an episode: a resumed run resets each env with its episode's seed and replays that
 episode's actions from the replay buffer (MuJoCo and dm_control step deterministically), and then
-continues exactly as an uninterrupted run with the same seed. Ctrl-C saves the frame in progress
-and stops.
+continues exactly as an uninterrupted run with the same seed. Ctrl-C or SIGTERM saves the frame
+in progress and stops.
 """
 import functools
 import math
@@ -36,28 +36,32 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Interrupts:
-  """Ctrl-C while training only sets a flag; the loop finishes the frame in progress, saves a
-  checkpoint of it and then raises KeyboardInterrupt (`check`), so nothing trained is lost and a
-  resume continues from that very frame. Python would raise it wherever the main thread happens
-  to be: inside a garbage-collection callback it is ignored (seen here: a run trained on to its
-  end), and in a checkpoint write it would cut the write. A process started with Ctrl-C ignored
-  (a background job of a script, `nohup`) keeps ignoring it, as Python itself does."""
+  """Ctrl-C (SIGINT) or SIGTERM (cluster schedulers, Ray, `kill`) while training only sets a flag;
+  the loop finishes the frame in progress, saves a checkpoint of it and then raises
+  KeyboardInterrupt (`check`), so nothing trained is lost and a resume continues from that very
+  frame. Python would raise it wherever the main thread happens to be: inside a
+  garbage-collection callback it is ignored (seen here: a run trained on to its end), and in a
+  checkpoint write it would cut the write. A signal ignored when the run started (Ctrl-C in a
+  background job of a script, `nohup`) stays ignored, as Python itself does."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
   def __init__(self):
-    self.received, self.previous = [], None
-    if (threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
-      self.previous = signal.signal(signal.SIGINT,
-                                    lambda signum, frame: self.received.append(signum))
+    self.received, self.previous = [], {}
+    if threading.current_thread() is not threading.main_thread():
+      return
+    for sig in self.SIGNALS:
+      if signal.getsignal(sig) is not signal.SIG_IGN:
+        self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
 
   def check(self):
     if self.received:
       raise KeyboardInterrupt
 
   def restore(self):
-    if self.previous is not None:
-      signal.signal(signal.SIGINT, self.previous)
-      self.previous = None
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+    self.previous = {}
 
 
 def _reset_seed(seed: int, frame: int) -> int:
@@ -130,6 +134,16 @@ def evaluate(act_eval, state, envs, episodes: int, seeds) -> np.ndarray:
         done[j] = term or trunc
       t += 1
   return returns
+
+
+def _kept(run_dir: str, cfg: TrainConfig) -> str:
+  """The end of a divergence message: which checkpoint is left, or that none is."""
+  saved = checkpoint.latest_frame(run_dir)
+  if saved is None:
+    return (f'no checkpoint had been written yet (the first was due at frame '
+            f'{cfg.checkpoint_every}), so there is nothing to resume from.')
+  return (f"the last finite checkpoint (frame {saved}) is kept in "
+          f"{os.path.join(run_dir, 'checkpoints')}.")
 
 
 def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: bool = False,
@@ -230,8 +244,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
           if bad:
             raise TrainingDiverged(
                 f"training diverged at frame {frame} (seed {seed_list[j]}): {', '.join(bad)} "
-                f"became non-finite; the last finite checkpoint is kept in "
-                f"{os.path.join(run_dir, 'checkpoints')}.")
+                f"became non-finite; {_kept(run_dir, cfg)}")
           stats['frames_per_second'] = fps
           stats['episode_return'] = host['last_return'][j]
           log.write('train', frame, stats)
@@ -247,7 +260,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
         if not checkpoint.is_finite(loop.agent):
           raise TrainingDiverged(
               f"training diverged before frame {frame}: parameters became non-finite; "
-              f"the last finite checkpoint is kept in {os.path.join(run_dir, 'checkpoints')}.")
+              f"{_kept(run_dir, cfg)}")
         # with the next action, so a resumed run draws no new key
         checkpoint.save(mngr, frame, loop, {**host, 'episode_return': episode_return.tolist(),
                                             'action': np.asarray(action).tolist()})
