@@ -24,7 +24,8 @@ from flowrl import run as cli  # noqa: F401  (XLA settings before JAX starts)
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog='python -m flowrl.ablate', description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog='python -m flowrl.ablate', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--gin', action='append', default=[],
                  help='method file(s), comma-separated to compare; later --gin: common includes')
   p.add_argument('--axis', action='append', default=[], help="'name=value1,value2,...' (repeatable: grid)")
@@ -76,6 +77,10 @@ def plan(args):
     sweep = json.load(open(path))
     runs = [spec.Run(r['variant'], r['task'], tuple(r['seeds']), tuple(r['gin_files']),
                      tuple(r['bindings'])) for r in sweep['runs']]
+    if any('frames' not in r for r in sweep['runs']):     # a sweep.json of an older flowrl
+      frames = spec.validate(runs)
+      for r in sweep['runs']:
+        r['frames'] = frames[r['key']]
     layout = local.choose_layout(len(sweep['variants']) * len(sweep['tasks']), len(sweep['seeds']),
                                  args.workers, max(len(r.seeds) for r in runs), _accelerator())
     return args.resume, sweep, runs, layout
@@ -97,13 +102,13 @@ def plan(args):
   layout = local.choose_layout(len(variants) * len(tasks), len(seeds), args.workers,
                                args.seeds_per_run, accelerator=_accelerator())
   runs = spec.expand_runs(variants, tasks, seeds, layout.seeds_per_run, common, args.bind)
-  spec.validate(runs)
+  frames = spec.validate(runs)
   label = ','.join(os.path.splitext(os.path.basename(m))[0] for m in methods)
   axes = '+'.join(spec.parse_axis(a)[0] for a in args.axis) or (args.suite or tasks[0])
   out = args.out or os.path.join('ablations', f'{label}-{axes}-{time.strftime("%Y%m%d-%H%M%S")}')
   sweep = {'command': sys.argv, 'title': f'{label}: {axes}', 'variants': names,
            'baseline': baseline, 'tasks': list(tasks), 'seeds': seeds,
-           'runs': [{**r._asdict(), 'key': r.key} for r in runs]}
+           'runs': [{**r._asdict(), 'key': r.key, 'frames': frames[r.key]} for r in runs]}
   existing = os.path.join(out, 'sweep.json')
   if os.path.exists(existing):
     old = json.load(open(existing))
@@ -119,10 +124,54 @@ def _accelerator() -> bool:
   return jax.devices()[0].platform != 'cpu'
 
 
+class _Progress:
+  """The sweep's progress bar in env frames across all runs (each run's newest logged frame, read
+  from its train.csv once a second by a thread), with tqdm's rate and ETA, and runs finished."""
+
+  def __init__(self, out, runs, budget):
+    import threading
+    from tqdm import tqdm
+    from flowrl.sweep import job
+    self.out, self.runs, self.job = out, runs, job
+    self.budget = {r.key: budget.get(r.key) or 0 for r in runs}
+    self.done = {r.key for r in runs if job.is_done(out, r)}
+    self.bar = tqdm(total=sum(self.budget.values()), unit='frame', unit_scale=True,
+                    dynamic_ncols=True, desc='sweep')
+    self.stop = threading.Event()
+    self.tick()
+    self.thread = threading.Thread(target=self.loop, daemon=True)
+    self.thread.start()
+
+  def frames(self) -> int:
+    return sum(self.budget[r.key] if r.key in self.done else
+               min(self.job.frames_done(self.out, r), self.budget[r.key]) for r in self.runs)
+
+  def tick(self):
+    self.bar.n = self.frames()
+    self.bar.set_postfix_str(f'runs {len(self.done)}/{len(self.runs)}', refresh=False)
+    self.bar.refresh()
+
+  def loop(self):
+    while not self.stop.wait(1.0):
+      self.tick()
+
+  def finished(self, run):
+    self.done.add(run.key)
+    self.tick()
+
+  def close(self):
+    self.stop.set()
+    self.thread.join()
+    self.tick()
+    self.bar.close()
+
+
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   from flowrl.errors import ConfigError
   from flowrl.sweep import job, local, report
+  cli.terminate_as_interrupt()     # SIGTERM: the workers are stopped as by Ctrl-C, and keep
+                                   # their checkpoints
   try:
     out, sweep, runs, layout = plan(args)
     if args.backend == 'ray':
@@ -140,15 +189,15 @@ def main(argv=None) -> int:
         f'{len(sweep["tasks"])} tasks × {n_seeds} seeds, {layout.seeds_per_run} per run), '
         f'{done} already finished; {layout.workers} at a time'
         + (', one per core' if layout.pin else '') + f', backend {args.backend}', file=sys.stderr)
-  from tqdm import tqdm
-  bar = tqdm(total=len(runs), initial=done, unit='run', dynamic_ncols=True, desc='sweep')
+  budget = {r['key']: r.get('frames') for r in sweep['runs']}
+  watch = _Progress(out, runs, budget)
   failed = []
 
   def on_finish(run, status):
-    bar.update(1)
+    watch.finished(run)
     if status == 'failed':
       failed.append(run)
-      bar.write(f'flowrl: run {run.key} failed: {job.last_line(out, run)}')
+      watch.bar.write(f'flowrl: run {run.key} failed: {job.last_line(out, run)}')
 
   try:
     if args.backend == 'ray':
@@ -156,15 +205,15 @@ def main(argv=None) -> int:
     else:
       local.run_all(out, runs, layout, on_finish)
   except ConfigError as e:
-    bar.close()
+    watch.close()
     print(f'flowrl: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    bar.close()
+    watch.close()
     print(f'flowrl: interrupted; continue with python -m flowrl.ablate --resume {out}',
           file=sys.stderr)
     return 130
-  bar.close()
+  watch.close()
   summary = report.write(report.collect_sweep(out), out, sweep['title'], reps=args.reps)
   print(open(os.path.join(out, 'table.md')).read())
   print(f"results in {out}: summary.json, table.md, {', '.join(os.path.basename(p) for p in summary['plots'])}",

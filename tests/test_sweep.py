@@ -180,6 +180,29 @@ def test_statistics_equal_a_direct_rliable_computation(tmp_path):
   assert summary['probability_of_improvement']['b'][0] == pytest.approx(poi) == 1.0
 
 
+@pytest.mark.filterwarnings('ignore:random_state is deprecated')
+def test_fewer_than_five_runs_declare_no_winner(tmp_path):
+  """3 runs per variant, far apart: the intervals do not overlap, but from 3 runs the table says
+  the comparison is unreliable instead of 'higher'."""
+  _synthetic_sweep(str(tmp_path), {('a', 't1'): [100.0, 110.0, 105.0],
+                                   ('b', 't1'): [900.0, 950.0, 925.0]})
+  summary = report.summarize(report.collect_sweep(str(tmp_path)), reps=200)
+  assert summary['per_task']['t1']['b']['vs_baseline'] == 'too few runs (n < 5)'
+  table = report.markdown_table(summary)
+  assert 'Fewer than 5 runs per variant here (3 at the least)' in table
+
+
+def test_frames_done_reads_the_newest_logged_frame(tmp_path):
+  from flowrl.sweep import job
+  r = spec.Run('a', 't1', (4, 5), ('gin/sac.gin',), ())
+  assert job.frames_done(str(tmp_path), r) == 0                   # not started
+  d = os.path.join(str(tmp_path), 'runs', r.key, 'seed_4')
+  os.makedirs(d)
+  with open(os.path.join(d, 'train.csv'), 'w') as f:
+    f.write('frame,loss\n' + ''.join(f'{k * 1000},0.5\n' for k in range(1, 400)))
+  assert job.frames_done(str(tmp_path), r) == 399000
+
+
 def test_a_suite_report_has_methods_by_tasks_aggregate_and_its_plot(tmp_path):
   finals = {('sac', 'Hopper-v5'): [10, 20, 30], ('sac', 'Ant-v5'): [1000, 1100, 1200],
             ('qsm', 'Hopper-v5'): [40, 50, 60], ('qsm', 'Ant-v5'): [3000, 3100, 3200]}
@@ -279,6 +302,8 @@ def test_plot_redraws_the_table_from_disk(local_sweep, tmp_path):
 
 
 def test_an_interrupted_sweep_resumes_to_the_same_numbers(local_sweep, tmp_path):
+  """SIGTERM to the sweep (as a scheduler sends it; Ctrl-C takes the same path) stops its workers,
+  which keep their checkpoints; --resume ends with the uninterrupted numbers."""
   out, _ = local_sweep
   cut = str(tmp_path / 'cut')
   proc = subprocess.Popen([sys.executable, '-m', 'flowrl.ablate'] + SWEEP_ARGS + ['--out', cut],
@@ -288,7 +313,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_numbers(local_sweep, tmp_path)
   while not glob.glob(os.path.join(cut, 'runs', '*', '*', '*', 'checkpoints', '600')):
     assert proc.poll() is None and time.time() < deadline, 'no checkpoint before the end'
     time.sleep(0.2)
-  proc.send_signal(signal.SIGINT)
+  proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 130 and f'--resume {cut}' in err
   assert not glob.glob(os.path.join(cut, 'runs', '*', '*', '*', 'done.json'))

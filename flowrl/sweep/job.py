@@ -77,6 +77,25 @@ def finish(out_dir: str, run: Run, returncode: int) -> str:
   return status
 
 
+def frames_done(out_dir: str, run: Run) -> int:
+  """The newest logged frame of the run (its seeds advance together): the first column of the last
+  line of a train.csv, read from the end of the file; 0 before its first log."""
+  folder = run_dir(out_dir, run)
+  for path in (os.path.join(folder, f'seed_{run.seeds[0]}', 'train.csv'),
+               os.path.join(folder, 'train.csv')):
+    if not os.path.exists(path):
+      continue
+    with open(path, 'rb') as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - 4096))
+      lines = [l for l in f.read().decode(errors='replace').splitlines() if l.strip()]
+    try:
+      return int(float(lines[-1].split(',')[0]))
+    except (IndexError, ValueError):
+      return 0
+  return 0
+
+
 def last_line(out_dir: str, run: Run) -> str:
   path = os.path.join(run_dir(out_dir, run), 'stdout.log')
   if not os.path.exists(path):

@@ -10,6 +10,10 @@ from flowrl.sweep.local import Layout, cores
 from flowrl.sweep.spec import Run
 
 INSTALL = 'pip install -e ".[ray]"'
+# The driver-side on_finish of each running sweep, by id: Tune pickles its callbacks, and the
+# sweep's callback holds a progress bar and its thread (not picklable), so the callback refers
+# to it by key through this module (pickled by reference).
+_ON_FINISH = {}
 
 
 def require_ray():
@@ -50,9 +54,13 @@ def run_all(out_dir: str, runs: Sequence[Run], layout: Layout, address: Optional
     code = job.start(out_dir, run, single_thread=True).wait()
     tune.report({'returncode': code, 'status': job.finish(out_dir, run, code)})
 
+  token = id(on_finish)
+  _ON_FINISH[token] = on_finish
+
   class Finished(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
-      on_finish(by_key[trial.config['run']], result['status'])
+      from flowrl.sweep import ray_backend      # by import: cloudpickle copies a global by value
+      ray_backend._ON_FINISH[token](by_key[trial.config['run']], result['status'])
 
   tuner = tune.Tuner(
       tune.with_resources(trial, {'cpu': 1}),
@@ -63,6 +71,7 @@ def run_all(out_dir: str, runs: Sequence[Run], layout: Layout, address: Optional
   try:
     results = tuner.fit()
   finally:
+    _ON_FINISH.pop(token, None)
     if started_here:
       ray.shutdown()
   return {r.config['run']: (r.metrics or {}).get('status', 'failed') for r in results}

@@ -110,7 +110,9 @@ def summarize(res: Results, reps: int = 20000, seed: int = 0) -> dict:
         v: {'runs': int(task_scores[v].shape[0]), 'iqm': list(e['iqm']), 'mean': list(e['mean']),
             'final_returns': task_scores[v][:, 0].tolist(),
             'vs_baseline': ('baseline' if v == res.baseline else
-                            st.differs(e['iqm'], base['iqm']) if base else 'no baseline')}
+                            st.differs(e['iqm'], base['iqm'], task_scores[v].shape[0],
+                                       task_scores[res.baseline].shape[0])
+                            if base else 'no baseline')}
         for v, e in est.items()}
   summary = {'baseline': res.baseline, 'variants': res.variants, 'tasks': res.tasks,
              'per_task': per_task}
@@ -145,6 +147,12 @@ def markdown_table(summary: dict, title: str = 'Sweep') -> str:
            'Final return: the mean return of the last evaluation of each run. IQM and mean over '
            'runs with stratified-bootstrap 95% confidence intervals (rliable). "vs baseline": '
            'higher or lower when the 95% intervals of the IQM do not overlap.', '']
+  fewest = min((r['runs'] for rows in summary['per_task'].values() for r in rows.values()),
+               default=st.MIN_RUNS)
+  if fewest < st.MIN_RUNS:
+    lines += [f'**Fewer than {st.MIN_RUNS} runs per variant here ({fewest} at the least): the '
+              f'intervals are unreliable, so no variant is called higher or lower.** Run more '
+              f'seeds (`--seeds {st.MIN_RUNS}` or more) to compare.', '']
   for task, rows in summary['per_task'].items():
     lines += [f'## {task}', '', f'| variant | runs | IQM [95% CI] | mean [95% CI] | vs baseline ({base}) |',
               '|---|---|---|---|---|']

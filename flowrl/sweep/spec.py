@@ -129,22 +129,24 @@ def expand_runs(variants: Sequence[Variant], tasks: Sequence[str], seeds: Sequen
           for v in variants for task in tasks for block in seed_blocks(list(seeds), seeds_per_run)]
 
 
-def validate(runs: Sequence[Run]) -> None:
+def validate(runs: Sequence[Run]) -> Dict[str, int]:
   """Parse and compile every distinct configuration (no tracing, no env stepping beyond a probe)
-  so an unknown name or an illegal mix fails at start in one sentence naming the variant."""
+  so an unknown name or an illegal mix fails at start in one sentence naming the variant.
+  Returns each run's frame budget (train.total_frames), {run key: frames}, for the progress bar."""
   from flowrl import run as cli
-  seen = set()
+  frames = {}
   for r in runs:
     config = (r.gin_files, r.bindings)
-    if config in seen:
+    if config in frames:
       continue
-    seen.add(config)
     try:
       cli.parse_config(list(r.gin_files), list(r.bindings))
-      cli.build()
+      _, cfg, _ = cli.build()
+      frames[config] = cfg.total_frames
     except ConfigError as e:
       where = f'variant {r.variant!r} on {r.task}'
       raise ConfigError(f'{where}: {e}') from None
     finally:
       import gin
       gin.clear_config()
+  return {r.key: frames[(r.gin_files, r.bindings)] for r in runs}

@@ -85,8 +85,16 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
                    float(np.ravel(intervals[f'{x}\u2192{y}'][1])[0])) for x, y in pairs}
 
 
-def differs(interval, baseline_interval) -> str:
-  """'higher' / 'lower' when the two 95% intervals do not overlap, else 'within CI'."""
+# Below this many runs a bootstrap interval is unreliable (with 2 runs it is the range of the two;
+# Agarwal et al. 2021 use ≥ 5 and warn about fewer), so no comparison is declared from it.
+MIN_RUNS = 5
+
+
+def differs(interval, baseline_interval, runs: int = MIN_RUNS, baseline_runs: int = MIN_RUNS) -> str:
+  """'higher' / 'lower' when the two 95% intervals do not overlap, else 'within CI'; with fewer
+  than MIN_RUNS runs on either side, 'too few runs (n < 5)'."""
+  if min(runs, baseline_runs) < MIN_RUNS:
+    return f'too few runs (n < {MIN_RUNS})'
   _, lo, hi = interval
   _, b_lo, b_hi = baseline_interval
   if lo > b_hi:
