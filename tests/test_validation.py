@@ -117,3 +117,26 @@ def test_an_unknown_environment_suggests_a_near_miss(name, suggestion):
     assert suggestion in msg
   else:
     assert 'did you mean' not in msg and 'HalfCheetah-v5' in msg
+
+
+# Typed contracts: a regularizer that reads what no signal sends would silently do nothing.
+@pytest.mark.parametrize('mix,words', [
+    (method(P.tanh_gaussian(), S.sampler(S.direct(), steps=2), G.reparam_q(), R.kl_to_uniform(),
+            critic.ensemble_q()),
+     ["regularizer 'kl_to_uniform'", "('weight_kl')", "signal 'reparam_q'", 'q_weighted_particles']),
+    (method(P.vp_diffusion(), S.sampler(S.ddpm(), steps=2), G.q_score_matching(),
+            R.combined(parts=[R.kl_to_uniform(), R.noise_entropy()]), critic.ensemble_q()),
+     ["regularizer 'combined(kl_to_uniform, noise_entropy)'", "('weight_kl')"]),
+    # an on-policy-style critic that estimates V only, under a signal that reads Q
+    (method(P.tanh_gaussian(), S.sampler(S.direct(), steps=2), G.reparam_q(), R.no_regularizer(),
+            lambda spec: critic.ensemble_q()(spec)._replace(name='v_only', provides=frozenset({'v'}))),
+     ["signal 'reparam_q' needs action values Q(s, a) ('q')", "critic 'v_only'",
+      'ensemble_q, distributional_q']),
+])
+def test_vacuous_or_unfit_mixes_are_rejected_in_one_sentence(mix, words):
+  with pytest.raises(ConfigError) as err:
+    compile_method(mix, SPEC)
+  msg = str(err.value)
+  assert msg.count('\n') == 0 and msg.endswith('.')
+  for w in words:
+    assert w in msg, (w, msg)

@@ -21,6 +21,9 @@ CAPABILITIES = {
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
     'logprob': ('sampler', 'the log-probability of its samples'),
     'weight_temperature': ('regularizer', 'an auto-tuned temperature for its weights'),
+    'sample_log_prob': ('signal', "the log-probability of the policy's own samples in its aux"),
+    'weight_kl': ('signal', 'the KL of its sample weights to uniform in its aux'),
+    'q': ('critic', 'action values Q(s, a)'),
 }
 
 
@@ -93,7 +96,7 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
   names = []
   for name, make in REGISTRY[axis].items():
     try:
-      prim = make()(spec) if axis in ('policy', 'regularizer') else make()
+      prim = make()(spec) if axis in ('policy', 'regularizer', 'critic') else make()
     except Exception:  # a primitive that cannot build with its defaults is not a suggestion
       continue
     if cap in prim.provides:
@@ -101,14 +104,15 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
   return names
 
 
-def validate(policy, sampler, signal, regularizer, spec: EnvSpec) -> None:
+def validate(policy, sampler, signal, regularizer, spec: EnvSpec, critic=None) -> None:
   """Raise ConfigError in one sentence if an axis requires what another does not provide."""
-  owners = {'policy': policy, 'sampler': sampler, 'regularizer': regularizer}
+  owners = {'policy': policy, 'sampler': sampler, 'regularizer': regularizer, 'signal': signal,
+            'critic': critic}
   for axis, prim in (('sampler', sampler), ('signal', signal), ('regularizer', regularizer)):
     for cap in sorted(prim.requires):
       owner_axis, meaning = CAPABILITIES[cap]
       owner = owners[owner_axis]
-      if cap not in owner.provides:
+      if owner is not None and cap not in owner.provides:
         alternatives = ', '.join(_providers(owner_axis, cap, spec)) or 'none'
         raise ConfigError(
             f"{axis} '{prim.name}' needs {meaning} ('{cap}'), which {owner_axis} "

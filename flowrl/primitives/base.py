@@ -115,12 +115,18 @@ class Signal(NamedTuple):
 
   A signal may own state (DPMD: a frozen copy of the policy): `init(actor_params) -> state`, and
   `refresh(state, actor_params, step) -> state` after each actor step, `step` counting actor steps
-  from 0; both pure, so the state lives in the train state."""
+  from 0; both pure, so the state lives in the train state.
+
+  What its aux carries for a regularizer is declared in `provides` and checked by the compiler:
+  'sample_log_prob' (aux['log_prob'] of the policy's own samples), 'weight_kl' (aux['weight_kl'],
+  the KL of its sample weights to uniform), so a regularizer that reads one is never paired with
+  a signal that does not send it (which would silently do nothing)."""
   name: str
   requires: frozenset
   loss: Callable
   init: Optional[Callable] = None
   refresh: Optional[Callable] = None
+  provides: frozenset = frozenset()
 
 
 class Periodic(NamedTuple):
@@ -151,13 +157,15 @@ class Regularizer(NamedTuple):
 
 
 class Critic(NamedTuple):
-  """Critic axis: values for the actor, a TD loss for itself; may own extra state."""
+  """Critic axis: values for the actor, a TD loss for itself; may own extra state. `provides`
+  says what it estimates: 'q' (action values Q(s, a), what every off-policy signal reads)."""
   name: str
   init: Callable            # (key) -> params (ensemble stacked on axis 0)
   init_extra: Callable      # () -> extra state (e.g. running std for DSAC-T)
   values: Callable          # (params, obs, act) -> [E, B] mean values
   loss: Callable            # (params, target_params, extra, batch, next_action, bonus, discount, key)
                             #   -> (loss, (new_extra, metrics))
+  provides: frozenset = frozenset({'q'})
 
 
 def builder(fn):

@@ -74,7 +74,7 @@ def exact_entropy(spec: EnvSpec, alpha_init: float = 1.0, learning_rate: float =
     return new, {'alpha': alpha(new), 'entropy': -log_prob}
 
   return Regularizer(
-      'exact_entropy', frozenset({'exact_logprob', 'logprob'}), temp.init,
+      'exact_entropy', frozenset({'exact_logprob', 'logprob', 'sample_log_prob'}), temp.init,
       actor_loss=lambda state, aux, *_: alpha(state) * jnp.mean(aux['log_prob']),
       target_bonus=lambda state, next_log_prob: -alpha(state) * next_log_prob,
       perturb=lambda state, a, key, role: a, update=update)
@@ -189,15 +189,13 @@ def kl_to_uniform(spec: EnvSpec, target_kl: float = 2.0, lambda_init: float = 1.
     return {'log_lambda': log_lam, 'opt': opt.init(log_lam)}
 
   def update(state, step, aux, sample_many, key):
-    if 'weight_kl' not in aux:
-      return state, {'lambda': jnp.exp(state['log_lambda'])}
     gap = jax.lax.stop_gradient(target_kl - jnp.mean(aux['weight_kl']))
     grad = jax.grad(lambda ll: jnp.exp(ll) * gap)(state['log_lambda'])
     updates, opt_state = opt.update(grad, state['opt'])
     state = {'log_lambda': optax.apply_updates(state['log_lambda'], updates), 'opt': opt_state}
     return state, {'lambda': jnp.exp(state['log_lambda'])}
 
-  return Regularizer('kl_to_uniform', frozenset(), init, _zero, _zero,
+  return Regularizer('kl_to_uniform', frozenset({'weight_kl'}), init, _zero, _zero,
                      lambda state, a, key, role: a, update, frozenset({'weight_temperature'}),
                      lambda state: jnp.exp(jax.lax.stop_gradient(state['log_lambda'])))
 

@@ -34,13 +34,14 @@ def _q_through_sample(q_member: Optional[int]):
 @primitive('signal')
 def reparam_q() -> Signal:
   """−Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step."""
-  return Signal('reparam_q', frozenset({'differentiable'}), _q_through_sample(None))
+  return Signal('reparam_q', frozenset({'differentiable', 'q'}), _q_through_sample(None),
+                provides=frozenset({'sample_log_prob'}))
 
 
 @primitive('signal')
 def deterministic_pg(critic_member: int = 0) -> Signal:
   """Deterministic policy gradient on one critic member (TD3: the first)."""
-  return Signal('deterministic_pg', frozenset({'deterministic', 'differentiable'}),
+  return Signal('deterministic_pg', frozenset({'deterministic', 'differentiable', 'q'}),
                 _q_through_sample(critic_member))
 
 
@@ -71,7 +72,7 @@ def action_gradient(steps: int = 20, learning_rate: float = 0.03, norm_ratio: fl
     moved = jnp.mean(jnp.linalg.norm(improved - inp.improved_action, axis=-1))
     return jnp.mean(fit), {'improved_action': improved, 'action_shift': moved}
 
-  return Signal('action_gradient', frozenset({'chain'}), loss)
+  return Signal('action_gradient', frozenset({'chain', 'q'}), loss)
 
 
 @primitive('signal')
@@ -94,4 +95,4 @@ def q_score_matching(score_scale: float = 50.0, normalize: bool = False,
     eps_hat, _ = policy.to_eps_x0(policy.predict(params, inp.obs, x_t, t), x_t, alpha, sigma)
     return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
 
-  return Signal('q_score_matching', frozenset({'score'}), loss)
+  return Signal('q_score_matching', frozenset({'score', 'q'}), loss)

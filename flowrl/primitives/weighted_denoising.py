@@ -78,7 +78,7 @@ def reverse_sampling(num_samples: int = 500, temperature: float = 0.05) -> Signa
     per_sample = jnp.mean(jnp.square(eps_hat[None] + eps), axis=-1)                # [n, B]
     return jnp.mean(jnp.sum(w * per_sample, axis=0)), {'weight_max': jnp.max(w, axis=0)}
 
-  return Signal('reverse_sampling', frozenset({'chain'}), loss)
+  return Signal('reverse_sampling', frozenset({'chain', 'q'}), loss)
 
 
 @primitive('signal')
@@ -103,7 +103,7 @@ def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05,
     target = jax.lax.stop_gradient(target)
     return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
 
-  return Signal('reverse_sampling_grad', frozenset({'chain'}), loss)
+  return Signal('reverse_sampling_grad', frozenset({'chain', 'q'}), loss)
 
 
 def particle_weights(values, temperature, weight_map: str):
@@ -163,7 +163,8 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
     fit = jnp.minimum(fit, loss_clip).reshape(b, num_particles)
     return jnp.mean(w * fit), {'weight_kl': weight_kl(w), 'weight_max': jnp.max(w, axis=-1)}
 
-  return Signal('q_weighted_particles', frozenset({'chain'}), loss, init, refresh)
+  return Signal('q_weighted_particles', frozenset({'chain', 'q'}), loss, init, refresh,
+                provides=frozenset({'weight_kl'}))
 
 
 @primitive('signal')
@@ -180,4 +181,4 @@ def best_sample_advantage(num_samples: int = 64) -> Signal:
     fit = inp.policy.fit_loss(params, inp.obs, jax.lax.stop_gradient(best), fit_key)
     return jnp.mean(w * fit), {'weights': w}
 
-  return Signal('best_sample_advantage', frozenset({'chain'}), loss)
+  return Signal('best_sample_advantage', frozenset({'chain', 'q'}), loss)
