@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.primitives.base import Sampler, SampleOut, primitive
+from flowrl.primitives.q_values import min_q, min_q_action_grad
 
 
 def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False, q=None) -> SampleOut:
@@ -38,7 +39,7 @@ def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool
   keys = jax.random.split(key, n)
   cands = jnp.swapaxes(jax.vmap(lambda k: sample(obs, k))(keys), 0, 1)        # [B, n, A]
   obs_n = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (n,) + obs.shape[1:])
-  values = jnp.min(q(obs_n, cands), axis=0)                                      # [B, n]
+  values = min_q(q, obs_n, cands)                                                # [B, n]
   best = jnp.argmax(values, axis=1)                                              # [B]
   action = jnp.take_along_axis(cands, best[:, None, None], axis=1)[:, 0]
   return (action, values) if with_values else action
@@ -196,7 +197,7 @@ def langevin_q(temperature: float = 0.1, corrector_steps: int = 2, step_size: fl
     def ascent(x0):
       if q is None:
         return jnp.zeros_like(x0)
-      return jax.grad(lambda a: jnp.sum(jnp.min(q(obs, a), axis=0)))(jnp.clip(x0, -1.0, 1.0))
+      return min_q_action_grad(q, obs, jnp.clip(x0, -1.0, 1.0))
 
     def corrector(x, inputs, k):
       eps, x0 = denoise(x, k)

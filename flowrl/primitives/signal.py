@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from flowrl.primitives.base import ActorInputs, Signal, primitive
+from flowrl.primitives.q_values import min_q_action_grad
 from flowrl.primitives.sampler import draw
 
 
@@ -49,7 +50,7 @@ def ascend_actions(q, obs, actions, steps: int, learning_rate: float, max_norm: 
   """DIPO's action gradient: `steps` Adam steps (eps 1e-5, as the official code) on −Σ_b Q̄(s, a)
   with the gradient clipped to global norm `max_norm`, actions clipped to [−1, 1] after each."""
   opt = optax.chain(optax.clip_by_global_norm(max_norm), optax.adam(learning_rate, eps=1e-5))
-  grad_fn = jax.grad(lambda a: -jnp.sum(jnp.min(q(obs, a), axis=0)))
+  grad_fn = lambda a: -min_q_action_grad(q, obs, a)
 
   def body(carry, _):
     a, opt_state = carry
@@ -86,7 +87,7 @@ def q_score_matching(score_scale: float = 50.0, normalize: bool = False,
     x_t, t, _, alpha, sigma = policy.noised(inp.action, key)
     at = jnp.clip(x_t, -1.0, 1.0)
     if normalize:
-      dq = jax.grad(lambda a: jnp.sum(jnp.min(inp.q(inp.obs, a), axis=0)))(at)
+      dq = min_q_action_grad(inp.q, inp.obs, at)
       target = -sigma * dq / (temperature * jnp.mean(jnp.abs(dq)) + 1e-8)
     else:
       dq = jax.grad(lambda a: jnp.sum(jnp.mean(inp.q(inp.obs, a), axis=0)))(at)

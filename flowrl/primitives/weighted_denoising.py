@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flowrl.errors import ConfigError
 from flowrl.primitives import networks
 from flowrl.primitives.base import ActorInputs, Signal, primitive
+from flowrl.primitives.q_values import min_q
 from flowrl.primitives.sampler import best_of_n, draw
 
 WEIGHT_MAPS = ('exp', 'linear', 'square')
@@ -43,7 +44,7 @@ def reverse_samples(x_t, alpha, sigma, key, n: int):
 def _min_q(inp: ActorInputs, actions):
   """Q̄(s, a) for actions [n, B, A] -> [n, B]."""
   obs = jnp.broadcast_to(inp.obs, actions.shape[:-1] + inp.obs.shape[-1:])
-  return jnp.min(inp.q(obs, actions), axis=0)
+  return min_q(inp.q, obs, actions)
 
 
 def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = networks.ROW_CHUNK):
@@ -53,7 +54,7 @@ def _min_q_and_action_grad(inp: ActorInputs, actions, row_chunk: int = networks.
   obs = jnp.broadcast_to(inp.obs, actions.shape[:-1] + inp.obs.shape[-1:])
 
   def chunk(o, a):
-    values, pull = jax.vjp(lambda x: jnp.min(inp.q(o, x), axis=0), a)
+    values, pull = jax.vjp(lambda x: min_q(inp.q, o, x), a)
     return values, pull(jnp.ones_like(values))[0]
 
   return networks.map_row_chunks(chunk, (obs, actions), row_chunk)
@@ -156,7 +157,7 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
     particles = draw(inp.sampler, inp.policy, frozen, obs, p_key, q=inp.q).action
     particles = jnp.clip(particles + particle_noise * jax.random.normal(n_key, particles.shape),
                          -1.0, 1.0)
-    values = jnp.min(inp.q(obs, particles), axis=0).reshape(b, num_particles)
+    values = min_q(inp.q, obs, particles).reshape(b, num_particles)
     lam = temperature if inp.temperature is None else inp.temperature
     w = jax.lax.stop_gradient(particle_weights(values, lam, weight_map))          # [B, N]
     fit = inp.policy.fit_loss(params, obs, particles, fit_key)
