@@ -11,6 +11,7 @@ Both bootstrap on time-limit truncation: `discount` = γ(1 − terminated), neve
 """
 from typing import NamedTuple, Optional, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import rlax
@@ -48,6 +49,8 @@ def ensemble_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
   def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
     v_next = min_target(values(target_params, batch.next_obs, next_action)) + bonus
     q = values(params, batch.obs, batch.action)                              # [E, B]
+    chex.assert_shape(q, (num, batch.reward.shape[0]))
+    chex.assert_equal_shape([v_next, batch.reward, discount])
     td = jax.vmap(jax.vmap(rlax.td_learning, (0, 0, 0, 0)), (0, None, None, None))(
         q, batch.reward, discount, v_next)
     total = jnp.sum(jnp.mean(jnp.square(td), axis=1))

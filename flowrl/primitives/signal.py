@@ -12,6 +12,7 @@
 """
 from typing import Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -26,8 +27,10 @@ def _q_through_sample(q_member: Optional[int]):
     sample_key, noise_key = jax.random.split(key)
     out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key, q=inp.q)
     action = inp.perturb(out.action, noise_key)
+    chex.assert_equal_shape([action, inp.action])                 # [B, A]
     q = inp.q(inp.obs, action)
     q = jnp.min(q, axis=0) if q_member is None else q[q_member]
+    chex.assert_shape(q, inp.action.shape[:1])
     return -jnp.mean(q), {'log_prob': out.log_prob, 'q_policy': jnp.mean(q)}
   return loss
 
