@@ -1,5 +1,9 @@
 """Every gin file compiles and runs updates (actor step and skipped actor step) with finite
-losses on tiny networks, and names its paper."""
+losses on tiny networks, and names its paper; and every method gives the numbers it gave when
+tests/golden_metrics.json was written (same seed, same two updates), so a refactor of the loop or
+compiler that changes any method's numbers fails here. After a deliberate change of numbers,
+rewrite the file with FLOWRL_WRITE_GOLDEN=1 python -m pytest tests/test_gin_files.py and say why
+in the commit."""
 import glob
 import os
 
@@ -12,6 +16,7 @@ from flowrl import run as cli
 from flowrl.primitives.critic import Batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, 'tests', 'golden_metrics.json')
 METHOD_FILES = sorted(glob.glob(os.path.join(ROOT, 'gin', '*.gin')))
 METHOD_FILES = [f for f in METHOD_FILES if not f.endswith('_defaults.gin')]
 METHOD_FILES += sorted(glob.glob(os.path.join(ROOT, 'examples', '*.gin')))
@@ -21,6 +26,22 @@ TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserN
         'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
         'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
         'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3']
+
+
+def _same_numbers_as_golden(name, seen):
+  import json
+  golden = json.load(open(GOLDEN)) if os.path.exists(GOLDEN) else {}
+  if os.environ.get('FLOWRL_WRITE_GOLDEN'):
+    golden[name] = seen
+    with open(GOLDEN, 'w') as f:
+      json.dump(golden, f, indent=1, sort_keys=True)
+    return
+  assert name in golden, f'{name} has no golden numbers; see this module\'s docstring'
+  assert sorted(seen) == sorted(golden[name]), 'the metrics reported changed'
+  # equal within float tolerance: XLA may fuse differently on another CPU
+  np.testing.assert_allclose([seen[k] for k in sorted(seen)],
+                             [golden[name][k] for k in sorted(seen)], rtol=2e-3, atol=1e-5,
+                             err_msg=name)
 
 
 def test_the_five_spine_methods_are_here():
@@ -43,11 +64,14 @@ def test_method_file_compiles_and_updates(path):
   batch = Batch(jax.random.normal(ks[0], (16, o)), act, jax.random.normal(ks[2], (16,)),
                 jax.random.normal(ks[3], (16, o)), jnp.zeros(16), act)
   update = jax.jit(agent.update)
+  seen = {}
   for i in range(2):   # step 0 runs the actor; step 1 skips it when actor_every = 2
     state, improved, metrics = update(state, batch, jax.random.PRNGKey(10 + i))
     for k, v in metrics.items():
       assert np.isfinite(np.asarray(v)).all(), (k, v)
+      seen[f'{i}/{k}'] = float(np.mean(np.asarray(v)))
   assert int(state.step) == 2
+  _same_numbers_as_golden(os.path.relpath(path, ROOT), seen)
   action = jax.jit(agent.act, static_argnums=3)(state, batch.obs, jax.random.PRNGKey(3), True)
   assert action.shape == (16, a) and float(jnp.max(jnp.abs(action))) <= 1.0
 
