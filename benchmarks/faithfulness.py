@@ -110,10 +110,7 @@ def _ci(interval) -> str:
 
 
 def write_doc(results: dict):
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  from flowrl.sweep import statistics as st
+  from flowrl.sweep import report
   os.makedirs(IMG, exist_ok=True)
   rows = sorted(results.values(), key=lambda e: (e['task'], -e['frames'], e['method']))
   lines = [
@@ -143,23 +140,10 @@ def write_doc(results: dict):
   lines += ['', 'References: ' + '; '.join(
       f'{m} on {t} at {f // 1000}k frames: {r["source"]}' for (m, t, f), r in REFERENCE.items()), '']
   for task in sorted({e['task'] for e in rows}):
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for e in [e for e in rows if e['task'] == task]:
-      curves = list(e['curves'].values())
-      frames = sorted(set.intersection(*(set(c['frames']) for c in curves)))
-      arr = np.array([[[dict(zip(c['frames'], c['returns']))[x] for x in frames]] for c in curves])
-      iqm, lo, hi = st.curve_intervals({e['method']: arr}, reps=2000)[e['method']]
-      ax.plot(frames, iqm, marker='o', label=f"{e['method']} ({len(curves)} seeds)")
-      ax.fill_between(frames, lo, hi, alpha=0.2)
-    ax.set_xlabel('environment frames')
-    ax.set_ylabel('evaluation return (IQM, 95% CI)')
-    ax.set_title(task)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    named = {e['method']: {int(sd): (np.array(c['frames']), np.array(c['returns']))
+                           for sd, c in e['curves'].items()} for e in rows if e['task'] == task}
     name = f'faithfulness_{task}.png'
-    fig.savefig(os.path.join(IMG, name), dpi=90)
-    plt.close(fig)
+    report.curves_png(task, named, os.path.join(IMG, name), unit='seeds', marker='o', dpi=90)
     lines += [f'### {task}', '', f'![{task} learning curves](img/{name})', '']
   done = {(e['method'], e['task']) for e in rows}
   missing = [m for m in list(BUDGETS) + list(SLOW) if not any(e['method'] == m for e in rows)]

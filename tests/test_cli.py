@@ -47,14 +47,18 @@ def test_list_prints_every_axis_with_parameters():
     assert w in out.stdout, w
 
 
+def diverging_sac(checkpoint_every: int):
+  """A tiny SAC on Pendulum whose critic blows up soon after its first update (frame 250)."""
+  return ('--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin', '--no-progress',
+          '--bind', 'train.total_frames=600', '--bind', 'train.random_frames=200',
+          '--bind', 'train.learning_starts=250', '--bind', f'train.checkpoint_every={checkpoint_every}',
+          '--bind', 'train.log_every=100', '--bind', 'train.eval_every=100000',
+          '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
+          '--bind', 'critic_optimizer.learning_rate=1e30', '--bind', 'Method.reward_scale=1e30')
+
+
 def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
-  out = run('--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin', '--no-progress',
-            '--bind', 'train.total_frames=600', '--bind', 'train.random_frames=200',
-            '--bind', 'train.learning_starts=250', '--bind', 'train.checkpoint_every=200',
-            '--bind', 'train.log_every=100', '--bind', 'train.eval_every=100000',
-            '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
-            '--bind', 'critic_optimizer.learning_rate=1e30', '--bind', 'Method.reward_scale=1e30',
-            '--logdir', str(tmp_path))
+  out = run(*diverging_sac(checkpoint_every=200), '--logdir', str(tmp_path))
   assert out.returncode == 3, out.stderr
   assert 'training diverged' in out.stderr and 'Traceback' not in out.stderr
   assert 'the last finite checkpoint (frame 200) is kept' in out.stderr
@@ -74,13 +78,7 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
 
 
 def test_nan_before_the_first_checkpoint_says_there_is_none(tmp_path):
-  out = run('--gin=gin/sac.gin', '--gin=gin/env/pendulum.gin', '--no-progress',
-            '--bind', 'train.total_frames=600', '--bind', 'train.random_frames=200',
-            '--bind', 'train.learning_starts=250', '--bind', 'train.checkpoint_every=100000',
-            '--bind', 'train.log_every=100', '--bind', 'train.eval_every=100000',
-            '--bind', 'tanh_gaussian.hidden=(8,)', '--bind', 'ensemble_q.hidden=(8,)',
-            '--bind', 'critic_optimizer.learning_rate=1e30', '--bind', 'Method.reward_scale=1e30',
-            '--logdir', str(tmp_path))
+  out = run(*diverging_sac(checkpoint_every=100000), '--logdir', str(tmp_path))
   assert out.returncode == 3, out.stderr
   lines = [l for l in out.stderr.splitlines() if l.startswith('flowrl:')]
   assert len(lines) == 1 and 'no checkpoint had been written yet' in lines[0], out.stderr

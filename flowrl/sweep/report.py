@@ -184,6 +184,30 @@ def markdown_table(summary: dict, title: str = 'Sweep') -> str:
   return '\n'.join(lines)
 
 
+def curves_png(task: str, named_runs: Dict[str, Dict[int, Tuple[np.ndarray, np.ndarray]]],
+               path: str, reps: int = 2000, seed: int = 0, unit: str = 'runs', marker=None,
+               dpi: int = 100) -> None:
+  """Learning curves of one task, IQM over runs with a shaded 95% CI per name, on the evaluation
+  frames every run of that name reached; named_runs: {name: {seed: (frames, returns)}}."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, runs in named_runs.items():
+    frames, arr = _curve_array(runs)
+    iqm, lo, hi = st.curve_intervals({name: arr}, reps=reps, seed=seed)[name]
+    ax.plot(frames, iqm, marker=marker, label=f'{name} ({len(runs)} {unit})')
+    ax.fill_between(frames, lo, hi, alpha=0.2)
+  ax.set_xlabel('environment frames')
+  ax.set_ylabel('evaluation return (IQM, 95% CI)')
+  ax.set_title(task)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+
+
 def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int = 0) -> List[str]:
   """Learning curves per task (IQM over runs, shaded 95% CI), final-return intervals per task,
   and for several tasks the normalized aggregate. Returns the PNG paths."""
@@ -192,25 +216,9 @@ def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int 
   import matplotlib.pyplot as plt
   paths = []
   for task in res.tasks:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for v in res.variants:
-      runs = res.curves.get((v, task))
-      if not runs:
-        continue
-      frames, arr = _curve_array(runs)
-      iqm, lo, hi = st.curve_intervals({v: arr}, reps=reps, seed=seed)[v]
-      ax.plot(frames, iqm, label=f'{v} ({len(runs)} runs)')
-      ax.fill_between(frames, lo, hi, alpha=0.2)
-    ax.set_xlabel('environment frames')
-    ax.set_ylabel('evaluation return (IQM, 95% CI)')
-    ax.set_title(task)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    named = {v: res.curves[(v, task)] for v in res.variants if res.curves.get((v, task))}
     paths.append(os.path.join(out_dir, f'curves_{spec.safe_name(task)}.png'))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
+    curves_png(task, named, paths[-1], reps=reps, seed=seed)
   def intervals(ax, rows, stat, xlabel):
     names = list(rows)
     for i, v in enumerate(names):
