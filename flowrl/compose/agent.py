@@ -91,7 +91,7 @@ def _scalars(aux):
 def compile_method(method: Method, spec: EnvSpec) -> Agent:
   policy, critic, reg = method.policy(spec), method.critic(spec), method.regularizer(spec)
   sampler, signal = method.sampler, method.signal
-  validate(policy, sampler, signal, reg, spec, critic)
+  validate(policy, sampler, signal, reg, critic, spec)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
 
   def init(key) -> TrainState:

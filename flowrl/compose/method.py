@@ -104,7 +104,7 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
   return names
 
 
-def validate(policy, sampler, signal, regularizer, spec: EnvSpec, critic=None) -> None:
+def validate(policy, sampler, signal, regularizer, critic, spec: EnvSpec) -> None:
   """Raise ConfigError in one sentence if an axis requires what another does not provide."""
   owners = {'policy': policy, 'sampler': sampler, 'regularizer': regularizer, 'signal': signal,
             'critic': critic}
@@ -112,7 +112,7 @@ def validate(policy, sampler, signal, regularizer, spec: EnvSpec, critic=None) -
     for cap in sorted(prim.requires):
       owner_axis, meaning = CAPABILITIES[cap]
       owner = owners[owner_axis]
-      if owner is not None and cap not in owner.provides:
+      if cap not in owner.provides:
         alternatives = ', '.join(_providers(owner_axis, cap, spec)) or 'none'
         raise ConfigError(
             f"{axis} '{prim.name}' needs {meaning} ('{cap}'), which {owner_axis} "
