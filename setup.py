@@ -32,8 +32,9 @@ setup(
     python_requires='>=3.11',
     install_requires=REQUIRED,
     extras_require={
-        # developers run the Ray backend's test against a loopback head, so dev includes Ray
-        'dev': ['pytest==9.2.0', 'ray[tune]==2.60.0'],
+        # developers run the Ray backend's test against a loopback head, so dev includes Ray; the
+        # tests run on two cores with pytest-xdist
+        'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0'],
         'ray': ['ray[tune]==2.60.0'],
         'mjx': ['mujoco-mjx==3.17.0'],
     },

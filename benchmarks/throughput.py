@@ -2,7 +2,7 @@
 
 Per method:
   start_to_first_update_s   process start -> first finished update of a run through the library's
-                            loop (offpolicy.run, as `python -m flowrl.run` calls it), in a fresh
+                            loop (driver.run, as `python -m flowrl.run` calls it), in a fresh
                             process, with JAX's persistent compilation cache cold and then warm
                             (learning_starts = 1)
   first_update_compute_s    of which the first update's own run time
@@ -64,7 +64,7 @@ def _configure(method: str, extra=()):
 
 def startup(method: str, cache: str) -> dict:
   """Child process: time from process start to the first finished update along `flowrl.run`'s own
-  path (`offpolicy.run`: its imports, envs, logs and checkpoints, the ahead-of-time compilation),
+  path (`driver.run`: its imports, envs, logs and checkpoints, the ahead-of-time compilation),
   then 40 more frames through a plain `jax.jit` of the same frame step to count how many versions
   it compiles (1 means no recompilation)."""
   import numpy as np
@@ -72,26 +72,26 @@ def startup(method: str, cache: str) -> dict:
   agent, cfg, _ = _configure(method, ['train.learning_starts=1', 'train.random_frames=1',
                                       'train.total_frames=2', 'train.buffer_size=1000'])
   cli.enable_compile_cache(cache)
-  from flowrl.compose.offpolicy import run
+  from flowrl.runtime.driver import run
   with tempfile.TemporaryDirectory() as run_dir:
     summary = run(agent, cfg, ENV, run_dir, progress=False)
   first = summary['first_update_done_at'] - _process_start()
 
   import jax
-  from flowrl.compose.train_step import init_loop, make_frame_step
+  from flowrl.compose.step import init_loop, make_frame_step, replay_source
   from flowrl.envs import make_env
-  from flowrl.primitives.critic import Batch
   f32 = np.float32
   env = make_env(ENV, 0)
-  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
-  loop = jax.jit(lambda: init_loop(agent, cfg))()
+  source = replay_source(agent, cfg)
+  step = jax.jit(make_frame_step(agent, source, cfg), donate_argnums=0)
+  loop = jax.jit(lambda: init_loop(agent, source, cfg.seed))()
   obs, _ = env.reset(seed=0)
-  loop, action, _ = step(loop, Batch(obs, np.zeros(agent.spec.act_dim, f32), f32(0), obs, f32(0),
-                                     np.zeros(agent.spec.act_dim, f32)), np.bool_(False), obs)
+  loop, action, _ = step(loop, transition(obs, np.zeros(agent.spec.act_dim, f32), 0, obs, 0),
+                         np.bool_(False), obs[None])
   for i in range(41):
-    a = np.asarray(action)
+    a = np.asarray(action)[0]
     nxt, r, term, trunc, _ = env.step(a)
-    loop, action, metrics = step(loop, Batch(obs, a, f32(r), nxt, f32(term), a), np.bool_(True), nxt)
+    loop, action, metrics = step(loop, transition(obs, a, r, nxt, term), np.bool_(True), nxt[None])
     obs = nxt
   jax.block_until_ready(action)
   periodic = {}
@@ -101,6 +101,15 @@ def startup(method: str, cache: str) -> dict:
   return {'start_to_first_update_s': round(first, 2), **periodic,
           'first_update_compute_s': round(summary['first_update_call_seconds'], 2),
           'compiled_versions': step._cache_size()}
+
+
+def transition(obs, action, reward, next_obs, terminated) -> dict:
+  """One env's transition as the frame step takes it: columns with a leading env axis of 1."""
+  import numpy as np
+  f32 = np.float32
+  return {'obs': np.asarray(obs, f32)[None], 'action': np.asarray(action, f32)[None],
+          'reward': np.full(1, reward, f32), 'next_obs': np.asarray(next_obs, f32)[None],
+          'terminated': np.full(1, terminated, f32)}
 
 
 def matmul_rate(n: int = 2048, reps: int = 6) -> float:
@@ -132,26 +141,24 @@ def bare_update(method: str, seconds: float):
   import jax
   import jax.numpy as jnp
   from flops import matmul_flops
-  from flowrl.compose import buffer as rb
-  from flowrl.compose.train_step import fused_updates, init_loop
-  from flowrl.primitives.critic import Batch
+  from flowrl.compose.step import fused_updates, init_loop, replay_source
 
   warm = 1000
   agent, cfg, _ = _configure(method, [f'train.learning_starts={warm}', f'train.random_frames={warm}',
                                       'train.buffer_size=100000'])
   spec = agent.spec
-  init = jax.jit(lambda: init_loop(agent, cfg))
+  source = replay_source(agent, cfg)
+  init = jax.jit(lambda: init_loop(agent, source, cfg.seed))
   loop = init()
   k = jax.random.split(jax.random.PRNGKey(1), 4)
   n = 10_000
-  fill = Batch(jax.random.normal(k[0], (n, spec.obs_dim)),
-               jax.random.uniform(k[1], (n, spec.act_dim), minval=-1, maxval=1),
-               jax.random.normal(k[2], (n,)), jax.random.normal(k[3], (n, spec.obs_dim)),
-               jnp.zeros(n), jax.random.uniform(k[1], (n, spec.act_dim), minval=-1, maxval=1))
-  buf = loop.buffer._replace(
-      data=jax.tree_util.tree_map(lambda d, x: d.at[:n].set(x), loop.buffer.data, fill),
-      size=jnp.int32(n), ptr=jnp.int32(n))
-  run1 = jax.jit(fused_updates(agent, cfg, 1), donate_argnums=(0, 1))
+  act = jax.random.uniform(k[1], (n, spec.act_dim), minval=-1, maxval=1)
+  fill = {'obs': jax.random.normal(k[0], (n, spec.obs_dim)), 'action': act,
+          'reward': jax.random.normal(k[2], (n,)), 'next_obs': jax.random.normal(k[3], (n, spec.obs_dim)),
+          'terminated': jnp.zeros(n), **{c: act for c in agent.columns}}
+  buf = loop.data._replace(data={c: d.at[:n].set(fill[c]) for c, d in loop.data.data.items()},
+                           size=jnp.int32(n), ptr=jnp.int32(n))
+  run1 = jax.jit(fused_updates(agent, source._replace(n=1)), donate_argnums=(0, 1))
   holder = {'state': loop.agent, 'buf': buf, 'key': jax.random.PRNGKey(2)}
 
   def one_update():
@@ -160,10 +167,10 @@ def bare_update(method: str, seconds: float):
     jax.block_until_ready(m)
 
   ups = _timed(one_update, seconds)
-  batch, _ = rb.sample(holder['buf'], jax.random.PRNGKey(3), cfg.batch_size)
+  batch = source.gather(holder['buf'], source.batches(holder['buf'], jax.random.PRNGKey(3)[None])[0])
   flops = matmul_flops(agent.update, holder['state'], batch, jax.random.PRNGKey(4),
                        outer_cond_weight=1.0 / agent.method.actor_every)
-  return ups, flops, agent, cfg, init
+  return ups, flops, agent, cfg, init, source
 
 
 def one_per_core(method: str, seconds: float) -> float:
@@ -180,31 +187,29 @@ def one_per_core(method: str, seconds: float) -> float:
 def measure(method: str, seconds: float, rate: float) -> dict:
   import jax
   import numpy as np
-  from flowrl.compose.train_step import make_frame_step
+  from flowrl.compose.step import make_frame_step
   from flowrl.envs import make_env
-  from flowrl.primitives.critic import Batch
 
   warm = 1000
-  ups, flops, agent, cfg, init = bare_update(method, seconds)
+  ups, flops, agent, cfg, init, source = bare_update(method, seconds)
   spec, f32 = agent.spec, np.float32
 
   # end-to-end: ours (device buffer, one call per frame) vs the common host-buffer design
   env_ours, env_base = make_env(ENV, 0), make_env(ENV, 1)
-  step = jax.jit(make_frame_step(agent, cfg), donate_argnums=0)
+  step = jax.jit(make_frame_step(agent, source, cfg), donate_argnums=0)
   ours = {'loop': init(), 'obs': env_ours.reset(seed=0)[0]}
-  blank = Batch(ours['obs'], np.zeros(spec.act_dim, f32), f32(0), ours['obs'], f32(0),
-                np.zeros(spec.act_dim, f32))
-  ours['loop'], ours['action'], _ = step(ours['loop'], blank, np.bool_(False), ours['obs'])
+  blank = transition(ours['obs'], np.zeros(spec.act_dim, f32), 0, ours['obs'], 0)
+  ours['loop'], ours['action'], _ = step(ours['loop'], blank, np.bool_(False), ours['obs'][None])
 
   def ours_frame():
-    a = np.asarray(ours['action'])
+    a = np.asarray(ours['action'])[0]
     nxt, r, term, trunc, _ = env_ours.step(a)
     if term or trunc:
       nxt_act, _ = env_ours.reset()
     else:
       nxt_act = nxt
-    ours['loop'], ours['action'], _ = step(ours['loop'], Batch(ours['obs'], a, f32(r), nxt, f32(term), a),
-                                           np.bool_(True), nxt_act)
+    ours['loop'], ours['action'], _ = step(ours['loop'], transition(ours['obs'], a, r, nxt, term),
+                                           np.bool_(True), nxt_act[None])
     ours['obs'] = nxt_act
 
   update_jit = jax.jit(agent.update, donate_argnums=0)
@@ -212,7 +217,8 @@ def measure(method: str, seconds: float, rate: float) -> dict:
   cap = 100_000
   host = {'obs': np.zeros((cap, spec.obs_dim), f32), 'action': np.zeros((cap, spec.act_dim), f32),
           'reward': np.zeros(cap, f32), 'next_obs': np.zeros((cap, spec.obs_dim), f32),
-          'terminated': np.zeros(cap, f32), 'improved_action': np.zeros((cap, spec.act_dim), f32)}
+          'terminated': np.zeros(cap, f32),
+          **{c: np.zeros((cap, spec.act_dim), f32) for c in agent.columns}}
   base = {'state': jax.jit(agent.init)(jax.random.PRNGKey(0)), 'obs': env_base.reset(seed=1)[0],
           'size': 0, 'key': jax.random.PRNGKey(5), 'rng': np.random.default_rng(0)}
 
@@ -224,14 +230,15 @@ def measure(method: str, seconds: float, rate: float) -> dict:
       a = np.asarray(act_jit(base['state'], base['obs'][None], k_act))[0]
     nxt, r, term, trunc, _ = env_base.step(a)
     i = base['size'] % cap
-    for name, v in zip(host, (base['obs'], a, r, nxt, float(term), a)):
+    for name, v in zip(host, (base['obs'], a, r, nxt, float(term)) + (a,) * len(agent.columns)):
       host[name][i] = v
     base['size'] += 1
     if base['size'] >= warm:
       idx = base['rng'].integers(0, min(base['size'], cap), cfg.batch_size)
-      batch = Batch(*(host[name][idx] for name in host))
-      base['state'], improved, _ = update_jit(base['state'], batch, k_upd)
-      host['improved_action'][idx] = np.asarray(improved)
+      batch = {name: host[name][idx] for name in host}
+      base['state'], writes, _ = update_jit(base['state'], batch, k_upd)
+      for name, v in writes.items():
+        host[name][idx] = np.asarray(v)
     base['obs'] = env_base.reset()[0] if (term or trunc) else nxt
 
   for _ in range(warm + 1):       # fill both buffers past warm-up and compile both paths

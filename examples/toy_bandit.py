@@ -52,7 +52,8 @@ def _train(policy, samp, loss_fn, steps: int, learning_rate: float, seed: int):
     params, opt_state = carry
     a_key, l_key = jax.random.split(key)
     replay = jax.random.uniform(a_key, (BATCH, 2), minval=-1.0, maxval=1.0)
-    inputs = ActorInputs(obs, replay, replay, policy, samp, _q, lambda a, k: a)
+    inputs = ActorInputs(obs, replay, {'improved_action': replay}, policy, samp, _q,
+                         lambda a, k: a)
     loss, grads = jax.value_and_grad(lambda p: loss_fn(p, inputs, l_key))(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss

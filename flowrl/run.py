@@ -68,7 +68,7 @@ def parse_seeds(text, base_seed: int):
 def list_primitives() -> str:
   """Every primitive per axis, then the other configurables a method file binds."""
   import importlib
-  import flowrl.compose.train_step as train_step
+  from flowrl.compose import step as train_step
   method_module = importlib.import_module('flowrl.compose.method')  # the package re-exports a
                                                                     # function of the same name
   from flowrl.envs import registry
@@ -132,7 +132,7 @@ def parse_config(gin_files, bindings):
   """Parse gin files and bindings; every failure becomes a ConfigError of one sentence."""
   import gin
   import flowrl.primitives  # noqa: F401  (registers configurables)
-  import flowrl.compose.train_step  # noqa: F401
+  import flowrl.compose.step  # noqa: F401
   import flowrl.envs  # noqa: F401
   from flowrl.errors import ConfigError
   gin.add_config_file_search_path(REPO_ROOT)
@@ -188,7 +188,7 @@ def build(seed_override=None):
   import gin
   from flowrl.compose.agent import compile_method
   from flowrl.compose.method import method
-  from flowrl.compose.train_step import train
+  from flowrl.compose.step import train
   from flowrl.envs import env, make_env
   from flowrl.errors import ConfigError
   from flowrl.primitives.base import EnvSpec
@@ -205,7 +205,7 @@ def build(seed_override=None):
   probe = make_env(env_name, 0)
   spec = EnvSpec(probe.observation_space.shape[0], probe.action_space.shape[0])
   probe.close()
-  agent = compile_method(m, spec)
+  agent = compile_method(m, spec, cfg.source)
   gin.finalize()
   return agent, cfg, env_name
 
@@ -237,8 +237,8 @@ def main(argv=None) -> int:
     return 2
   import gin
   import numpy as np
-  from flowrl.compose.checkpoint import latest_frame
-  from flowrl.compose.offpolicy import TrainingDiverged, run
+  from flowrl.runtime.checkpoint import CheckpointMismatch, latest_frame
+  from flowrl.runtime.driver import TrainingDiverged, run
   enable_compile_cache()
   if not args.resume:
     stamp = time.strftime('%Y%m%d-%H%M%S')
@@ -260,6 +260,9 @@ def main(argv=None) -> int:
   except TrainingDiverged as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 3
+  except CheckpointMismatch as e:
+    print(f'flowrl: {e}', file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     saved = latest_frame(run_dir)
     if saved is None:

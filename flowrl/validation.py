@@ -23,7 +23,7 @@ from flowrl.errors import ConfigError
 
 AT_LEAST_ONE = re.compile(r'^(steps|.*_steps|every|.*_every|num|num_.*|.*_samples|best_of|'
                           r'eval_best_of|components|eval_episodes|batch_size|buffer_size|'
-                          r'total_frames|refresh_every|time_dim)$')
+                          r'total_frames|refresh_every|time_dim|envs_per_seed)$')
 AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|max_grad_norm|final_learning_rate|.*_std|.*_clip|'
                            r'noise_scale|particle_noise|loss_clip|weight)$')
 POSITIVE = re.compile(r'^(learning_rate|eps|scale|score_scale|temperature|'
@@ -92,6 +92,9 @@ def check_bindings() -> None:
 def check_train(cfg) -> None:
   """Settings of the loop that must fit together."""
   capacity = min(cfg.buffer_size, cfg.total_frames)
-  if cfg.batch_size > capacity:
+  replay = cfg.source is None or cfg.source.name == 'replay_source'
+  if cfg.source is not None and cfg.source.check is not None:
+    cfg.source.check(cfg)
+  if replay and cfg.batch_size > capacity:
     raise ConfigError(f'train.batch_size = {cfg.batch_size} is larger than the replay buffer it '
                       f'is drawn from (min(buffer_size, total_frames) = {capacity}).')

@@ -12,10 +12,11 @@ import os
 import re
 from typing import Dict, List, Tuple
 
-AXES = ('policy', 'sampler', 'signal', 'regularizer', 'critic')
+AXES = ('policy', 'sampler', 'signal', 'regularizer', 'critic', 'source')
 TINY = ['DenoiserNet.hidden=(8,)', 'DenoiserNet.obs_hidden=(4,)', 'DenoiserNet.time_dim=4',
         'ensemble_q.hidden=(8,)', 'distributional_q.hidden=(8,)', 'tanh_gaussian.hidden=(8,)',
-        'deterministic.hidden=(8,)', 'estimated_entropy.num_samples=4',
+        'deterministic.hidden=(8,)', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)',
+        'estimated_entropy.num_samples=4',
         'reverse_sampling.num_samples=3', 'reverse_sampling_grad.num_samples=3',
         'q_weighted_particles.num_particles=3', 'best_sample_advantage.num_samples=3',
         'uniform_denoising.num_actions=2', 'action_gradient.steps=2',
@@ -67,8 +68,10 @@ def run_jaxpr(jaxpr, consts, args):
 
 
 def combinations() -> List[Tuple[str, ...]]:
+  """Every primitive of each axis × every data source (`train.source`)."""
+  from flowrl.data import SOURCES
   from flowrl.primitives import REGISTRY
-  return list(itertools.product(*[sorted(REGISTRY[a]) for a in AXES]))
+  return list(itertools.product(*[sorted(REGISTRY[a]) for a in AXES[:-1]], sorted(SOURCES)))
 
 
 def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
@@ -88,15 +91,18 @@ def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
   from flowrl.primitives import REGISTRY
   from flowrl.primitives import sampler as samplers
   from flowrl.primitives.base import EnvSpec
-  from flowrl.primitives.critic import Batch
 
   gin.clear_config()
   gin.parse_config(TINY)
   spec = EnvSpec(OBS, ACT)
   ks = jax.random.split(jax.random.PRNGKey(1), 4)
   act = jax.random.uniform(ks[1], (BATCH, ACT), minval=-1, maxval=1)
-  batch = Batch(jax.random.normal(ks[0], (BATCH, OBS)), act, jax.random.normal(ks[2], (BATCH,)),
-                jax.random.normal(ks[3], (BATCH, OBS)), jnp.zeros(BATCH), act)
+  batch = {'obs': jax.random.normal(ks[0], (BATCH, OBS)), 'action': act,
+           'reward': jax.random.normal(ks[2], (BATCH,)),
+           'next_obs': jax.random.normal(ks[3], (BATCH, OBS)), 'terminated': jnp.zeros(BATCH),
+           'improved_action': act,   # extra columns are ignored by methods that declare none
+           'log_prob': -jnp.ones(BATCH), 'advantage': jnp.linspace(-1.0, 1.0, BATCH),
+           'return': jnp.ones(BATCH), 'value': jnp.zeros(BATCH)}   # a rollout's
   key = jax.random.PRNGKey(2)
 
   # Networks are built and initialised once per primitive, not once per combination.
@@ -109,16 +115,18 @@ def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
       built[axis][name] = prim._replace(init=lambda k, p=params: p)
     return lambda spec: built[axis][name]
 
+  from flowrl import data
+  sources = {'replay_source': data.replay_source(), 'rollout_source': data.rollout_source()}
   out = {'accepted': [], 'rejected': [], 'failures': []}
   for combo in combos:
-    p, s, g, r, c = combo
+    p, s, g, r, c, source = combo
     method = Method(cached('policy', p), samplers.sampler(REGISTRY['sampler'][s](), steps=2),
                     REGISTRY['signal'][g](), REGISTRY['regularizer'][r](), cached('critic', c))
     try:
-      agent = compile_method(method, spec)
+      agent = compile_method(method, spec, sources[source])
     except ConfigError as e:
       msg = str(e)
-      named = [a for a in ('policy', 'sampler', 'signal', 'regularizer') if a in msg]
+      named = [a for a in AXES if a in msg]
       if '\n' in msg or not msg.endswith('.') or len(named) < 2 or msg.count('. ') > 0:
         out['failures'].append((combo, f'rejection is not one sentence naming two axes: {msg}'))
       out['rejected'].append(combo)

@@ -66,13 +66,13 @@ def test_nan_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
   steps = sorted(int(d) for d in os.listdir(run_dir / 'checkpoints') if d.isdigit())
   assert steps == [200]
   import jax
-  from flowrl.compose import checkpoint
+  from flowrl.runtime import checkpoint
   from flowrl import run as cli
   cli.parse_config([str(run_dir / 'config.gin')], [])
   agent, cfg, _ = cli.build()
-  from flowrl.compose.train_step import init_loop
+  from flowrl.compose.step import init_loop, replay_source
   mngr = checkpoint.manager(str(run_dir))
-  loop, host = checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, cfg)))
+  loop, host = checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, replay_source(agent, cfg), cfg.seed)))
   mngr.close()
   assert int(loop.frame) == 200 and checkpoint.is_finite(loop.agent)
 

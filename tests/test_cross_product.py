@@ -1,6 +1,7 @@
 """The mixing guarantee: every combination of registered primitives (parameterization × sampler ×
-signal × regularizer × critic) either builds and runs one update with finite losses, or is
-rejected by the validator with its one-sentence error. No combination may fail any other way.
+signal × regularizer × critic) and data source (replay, rollout) either builds and runs one
+update with finite losses, or is rejected by the validator with its one-sentence error. No
+combination may fail any other way.
 
 The combinations are split over one worker process per core (about 0.5 s each on tiny networks)."""
 import multiprocessing

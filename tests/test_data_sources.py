@@ -54,8 +54,8 @@ def test_gae_bootstraps_truncation_from_final_obs_and_stops_at_termination():
 
 def test_rollout_fills_prepares_yields_epochs_of_minibatches_and_clears():
   T, N, E, M = 4, 3, 2, 3
-  cols = {'obs': (2,), 'reward': (), 'terminated': (), 'truncated': (), 'value': (),
-          'final_value': (), 'next_value': ()}
+  cols = {'obs': (2,), 'next_obs': (2,), 'reward': (), 'terminated': (), 'truncated': (),
+          'value': ()}
   src = ro.rollout(T, N, cols, GAMMA, LAMBDA, epochs=E, minibatches=M)
   state = src.init()
   for t in range(T):
@@ -64,9 +64,10 @@ def test_rollout_fills_prepares_yields_epochs_of_minibatches_and_clears():
     step['obs'] = jnp.stack([jnp.array([t, n], jnp.float32) for n in range(N)])
     state = src.add(state, step)
   assert bool(src.due(state))
-  state = src.prepare(state)
-  batches, idx = src.batches(state, jax.random.PRNGKey(0))
-  assert idx.shape == (E * M, T * N // M) and batches['obs'].shape == (E * M, T * N // M, 2)
+  state = src.prepare(state, lambda obs: obs[:, 0] * 0.5)     # V(next_obs), any function
+  idx = src.batches(state, jax.random.split(jax.random.PRNGKey(0), src.n))
+  batches = jax.vmap(lambda i: src.gather(state, i))(idx)
+  assert src.n == E * M and idx.shape == (E * M, T * N // M) and batches['obs'].shape == (E * M, T * N // M, 2)
   for e in range(E):                    # each epoch covers every env step exactly once
     assert sorted(np.asarray(idx[e * M:(e + 1) * M]).ravel().tolist()) == list(range(T * N))
   assert not np.array_equal(np.asarray(idx[:M]), np.asarray(idx[M:]))   # a fresh permutation
@@ -86,10 +87,11 @@ def test_dataset_source_draws_uniform_rows_and_steps_no_env():
   state = src.init()
   assert bool(src.due(state, 0)) and bool(src.due(state, 10 ** 6))
   assert src.add(state, {'obs': None}) is state                 # no env, nothing added
-  batches, idx = jax.jit(src.batches)(state, jax.random.PRNGKey(1))
+  idx = jax.jit(src.batches)(state, jax.random.split(jax.random.PRNGKey(1), src.n))
+  batches = src.gather(state, idx)
   assert idx.shape == (3, 5) and batches['obs'].shape == (3, 5, 2)
   np.testing.assert_array_equal(np.asarray(batches['obs'])[..., 0], 2 * np.asarray(idx))
   big = ds.dataset(arrays, batch_size=5000, n=2)
-  _, many = big.batches(big.init(), jax.random.PRNGKey(2))
+  many = big.batches(big.init(), jax.random.split(jax.random.PRNGKey(2), big.n))
   counts = np.bincount(np.asarray(many).ravel(), minlength=10)
   assert counts.min() > 850 and counts.max() < 1150    # uniform over the 10 rows (1000 each)

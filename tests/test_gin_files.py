@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from flowrl import run as cli
-from flowrl.primitives.critic import Batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, 'tests', 'golden_metrics.json')
@@ -22,7 +21,8 @@ METHOD_FILES = [f for f in METHOD_FILES if not f.endswith('_defaults.gin')]
 METHOD_FILES += sorted(glob.glob(os.path.join(ROOT, 'examples', '*.gin')))
 TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserNet.time_dim=8',
         'ensemble_q.hidden=(16,)', 'distributional_q.hidden=(16,)', 'tanh_gaussian.hidden=(16,)',
-        'deterministic.hidden=(16,)', 'sampler.steps=2', 'estimated_entropy.num_samples=8',
+        'deterministic.hidden=(16,)', 'gaussian.hidden=(16,)', 'state_value.hidden=(16,)',
+        'sampler.steps=2', 'estimated_entropy.num_samples=8',
         'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
         'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
         'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3']
@@ -61,8 +61,12 @@ def test_method_file_compiles_and_updates(path):
   ks = jax.random.split(jax.random.PRNGKey(1), 4)
   o, a = agent.spec.obs_dim, agent.spec.act_dim
   act = jax.random.uniform(ks[1], (16, a), minval=-1, maxval=1)
-  batch = Batch(jax.random.normal(ks[0], (16, o)), act, jax.random.normal(ks[2], (16,)),
-                jax.random.normal(ks[3], (16, o)), jnp.zeros(16), act)
+  batch = {'obs': jax.random.normal(ks[0], (16, o)), 'action': act,
+           'reward': jax.random.normal(ks[2], (16,)), 'next_obs': jax.random.normal(ks[3], (16, o)),
+           'terminated': jnp.zeros(16), **{c: act for c in agent.columns},
+           # a rollout's columns, read by on-policy methods only
+           'log_prob': -jnp.ones(16), 'advantage': jnp.linspace(-1.0, 1.0, 16),
+           'return': jnp.ones(16), 'value': jnp.zeros(16)}
   update = jax.jit(agent.update)
   seen = {}
   for i in range(2):   # step 0 runs the actor; step 1 skips it when actor_every = 2
@@ -72,20 +76,20 @@ def test_method_file_compiles_and_updates(path):
       seen[f'{i}/{k}'] = float(np.mean(np.asarray(v)))
   assert int(state.step) == 2
   _same_numbers_as_golden(os.path.relpath(path, ROOT), seen)
-  action = jax.jit(agent.act, static_argnums=3)(state, batch.obs, jax.random.PRNGKey(3), True)
+  action = jax.jit(agent.act, static_argnums=3)(state, batch['obs'], jax.random.PRNGKey(3), True)
   assert action.shape == (16, a) and float(jnp.max(jnp.abs(action))) <= 1.0
 
   # the seed-batched frame step traces for every method: each primitive batches under vmap and
   # the counters stay unbatched (vmap's out_axes=None would fail otherwise), no compile needed
-  from flowrl.compose.train_step import batched_programs
-  init, step, act_eval, periodic = batched_programs(agent, cfg, (0, 1))
+  from flowrl.compose.step import TRANSITION, batched_programs, make_source
+  init, step, act_eval, periodic = batched_programs(agent, make_source(agent, cfg), cfg, (0, 1))
   loop = jax.eval_shape(init)
-  two = lambda *shape: jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
-  transitions = Batch(two(o), two(a), two(), two(o), two(), two(a))
+  two = lambda *shape: jax.ShapeDtypeStruct((2, 1) + shape, jnp.float32)   # [seeds, envs, ...]
+  transitions = dict(zip(TRANSITION, (two(o), two(a), two(), two(o), two(), two())))
   loop, actions, metrics = jax.eval_shape(step, loop, transitions, jnp.bool_(True), two(o))
-  assert actions.shape == (2, a) and loop.agent.step.shape == () and loop.frame.shape == ()
+  assert actions.shape == (2, 1, a) and loop.agent.step.shape == () and loop.frame.shape == ()
   assert all(m.shape[0] == 2 for m in metrics.values())
-  assert jax.eval_shape(act_eval, loop.agent, two(1, o),
+  assert jax.eval_shape(act_eval, loop.agent, two(o),
                         jax.ShapeDtypeStruct((2, 2), jnp.uint32)).shape == (2, 1, a)
   if periodic is not None:             # DACER's entropy estimate, a program of its own
     after = jax.eval_shape(periodic, loop)

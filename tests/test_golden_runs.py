@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from flowrl import run as cli
+from flowrl.runtime import driver
 from tests.test_gin_files import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +35,7 @@ def _table(path):
 def test_a_short_run_gives_the_golden_numbers(name, tmp_path):
   cli.parse_config([os.path.join(ROOT, 'gin', f'{name}.gin')], TINY + LOOP)
   agent, cfg, env_name = cli.build()
-  from flowrl.compose import offpolicy
-  offpolicy.run(agent, cfg, env_name, str(tmp_path), progress=False, seeds=SEEDS)
+  driver.run(agent, cfg, env_name, str(tmp_path), progress=False, seeds=SEEDS)
   seen = {f'seed_{s}/{kind}/{k}': v for s in SEEDS for kind in ('train', 'eval')
           for k, v in _table(os.path.join(tmp_path, f'seed_{s}', f'{kind}.csv')).items()}
   golden = json.load(open(GOLDEN)) if os.path.exists(GOLDEN) else {}

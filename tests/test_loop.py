@@ -7,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from flowrl.compose import checkpoint, compile_method, method, offpolicy
-from flowrl.compose.train_step import TrainConfig, init_loop
+from flowrl.compose import compile_method, method
+from flowrl.compose.step import TrainConfig, init_loop, replay_source
+from flowrl.runtime import checkpoint, driver
+from flowrl.runtime.interrupts import Interrupts
 from flowrl.envs import make_env
 from flowrl.primitives import critic, parameterization as P, regularizer as R, sampler as S, signal as G
 from flowrl.primitives.base import EnvSpec
@@ -33,7 +35,7 @@ def _agent(m, env='Pendulum-v1'):
 def _env_with(hook):
   """make_env whose training env (seed CFG.seed) returns hook(n, action, out) from its n-th step,
   out being the real step's result; and the count of those steps."""
-  real_make_env, calls = offpolicy.make_env, {'n': 0}
+  real_make_env, calls = driver.make_env, {'n': 0}
 
   def make(name, seed):
     e = real_make_env(name, seed)
@@ -81,24 +83,24 @@ def sac_runs(tmp_path_factory):
   agent = _agent(SAC)
   base = tmp_path_factory.mktemp('loop')
   dirs = {k: str(base / k) for k in ('a', 'b', 'killed')}
-  summary = offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
-  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['b'], progress=False)
+  summary = driver.run(agent, CFG, 'Pendulum-v1', dirs['a'], progress=False)
+  driver.run(agent, CFG, 'Pendulum-v1', dirs['b'], progress=False)
 
-  real_make_env = offpolicy.make_env
-  offpolicy.make_env, _ = _env_with(_killed_at(450))   # after the checkpoint at frame 300
+  real_make_env = driver.make_env
+  driver.make_env, _ = _env_with(_killed_at(450))   # after the checkpoint at frame 300
   try:
     with pytest.raises(KeyboardInterrupt):
-      offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], progress=False)
+      driver.run(agent, CFG, 'Pendulum-v1', dirs['killed'], progress=False)
   finally:
-    offpolicy.make_env = real_make_env
-  offpolicy.run(agent, CFG, 'Pendulum-v1', dirs['killed'], resume=True, progress=False)
+    driver.make_env = real_make_env
+  driver.run(agent, CFG, 'Pendulum-v1', dirs['killed'], resume=True, progress=False)
   return agent, dirs, summary
 
 
 def _final(agent, run_dir, cfg=CFG):
   mngr = checkpoint.manager(run_dir)
   try:
-    return checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, cfg)))
+    return checkpoint.restore(mngr, jax.eval_shape(lambda: init_loop(agent, replay_source(agent, cfg), cfg.seed)))
   finally:
     mngr.close()
 
@@ -125,7 +127,7 @@ def test_time_limit_truncation_is_not_stored_as_termination(sac_runs):
   agent, dirs, _ = sac_runs
   loop, host = _final(agent, dirs['a'])
   assert host['episodes'][0] >= 3                                 # 200-step Pendulum episodes ended
-  assert float(np.asarray(loop.buffer.data.terminated).sum()) == 0.0
+  assert float(np.asarray(loop.data.data['terminated']).sum()) == 0.0
 
 
 def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_ones(tmp_path):
@@ -140,19 +142,19 @@ def test_terminations_are_stored_and_dipo_writes_improved_actions_beside_taken_o
     terminations.append(out[2])
     return out
 
-  real_make_env = offpolicy.make_env
-  offpolicy.make_env, _ = _env_with(record)
+  real_make_env = driver.make_env
+  driver.make_env, _ = _env_with(record)
   try:
-    offpolicy.run(agent, cfg, 'InvertedPendulum-v5', str(tmp_path), progress=False)
+    driver.run(agent, cfg, 'InvertedPendulum-v5', str(tmp_path), progress=False)
   finally:
-    offpolicy.make_env = real_make_env
+    driver.make_env = real_make_env
   loop, _ = _final(agent, str(tmp_path), cfg)
-  data = jax.device_get(loop.buffer.data)
+  data = jax.device_get(loop.data.data)
   n = len(taken)
   assert sum(terminations) >= 3                       # random actions drop the pole quickly
-  np.testing.assert_array_equal(data.terminated[:n], np.asarray(terminations, np.float32))
-  np.testing.assert_allclose(data.action[:n], np.stack(taken), atol=1e-6)   # critic's actions intact
-  changed = np.abs(data.improved_action[:n] - data.action[:n]).max(-1) > 1e-6
+  np.testing.assert_array_equal(data['terminated'][:n], np.asarray(terminations, np.float32))
+  np.testing.assert_allclose(data['action'][:n], np.stack(taken), atol=1e-6)   # critic's actions intact
+  changed = np.abs(data['improved_action'][:n] - data['action'][:n]).max(-1) > 1e-6
   assert 0 < changed.sum() < n                        # sampled rows were improved and written back
 
 
@@ -161,7 +163,7 @@ def test_update_every_k_frames_fuses_k_updates(tmp_path):
   agent = _agent(SAC)
   cfg = CFG._replace(total_frames=300, learning_starts=100, random_frames=100, update_every=4,
                      eval_every=10_000, checkpoint_every=300)
-  offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
   loop, _ = _final(agent, str(tmp_path), cfg)
   bursts = len([f for f in range(100, 301) if f % 4 == 0])
   assert int(loop.agent.step) == 4 * bursts
@@ -175,15 +177,15 @@ def test_ctrl_c_saves_the_frame_in_progress_and_resume_continues_identically(sac
   uninterrupted run's parameters, buffer and evaluations."""
   agent, dirs, _ = sac_runs
   make, calls = _env_with(_sigint_at(450))
-  real_make_env, offpolicy.make_env = offpolicy.make_env, make
+  real_make_env, driver.make_env = driver.make_env, make
   try:
     with pytest.raises(KeyboardInterrupt):
-      offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), progress=False)
+      driver.run(agent, CFG, 'Pendulum-v1', str(tmp_path), progress=False)
     assert checkpoint.latest_frame(str(tmp_path)) == 450
     calls['n'] = 0
-    summary = offpolicy.run(agent, CFG, 'Pendulum-v1', str(tmp_path), resume=True, progress=False)
+    summary = driver.run(agent, CFG, 'Pendulum-v1', str(tmp_path), resume=True, progress=False)
   finally:
-    offpolicy.make_env = real_make_env
+    driver.make_env = real_make_env
   assert calls['n'] == 50 + 150 and summary['frames'] == 600
   # the log window 401..500 is split at the interrupt: its averages differ, the rest are equal
   split = lambda rows: [r for r in rows if r['frame'] not in ('450', '500')]
@@ -200,33 +202,37 @@ def test_a_replay_that_does_not_reproduce_the_episode_starts_a_new_one(sac_runs,
   agent, _, _ = sac_runs
   cfg = CFG._replace(total_frames=400, eval_every=10_000)
   make, _ = _env_with(_sigint_at(250))
-  real_make_env, offpolicy.make_env = offpolicy.make_env, make
+  real_make_env, driver.make_env = driver.make_env, make
   try:
     with pytest.raises(KeyboardInterrupt):
-      offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+      driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
     drift = lambda n, action, out: (out[0] + 1e-3,) + tuple(out[1:])   # off the buffer's obs
-    offpolicy.make_env, _ = _env_with(drift)
+    driver.make_env, _ = _env_with(drift)
     with pytest.warns(UserWarning, match='starts a new episode at frame 250'):
-      summary = offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), resume=True,
+      summary = driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), resume=True,
                               progress=False)
   finally:
-    offpolicy.make_env = real_make_env
+    driver.make_env = real_make_env
   assert summary['frames'] == 400
   _, host = _final(agent, str(tmp_path), cfg)
   assert host['episode_start'] == [250]           # the new episode ran its 150 frames to the end
 
 
 def test_the_periodic_step_follows_each_burst_that_contains_a_multiple_of_every():
-  from flowrl.compose.train_step import runs_periodic
+  from flowrl.compose.step import runs_periodic
   agent = _agent(SAC)._replace(periodic_every=4)
   cfg = CFG._replace(learning_starts=10, update_every=2, updates_per_frame=1.5)   # 3 per burst
+  source = replay_source(agent, cfg)
+  assert source.n == 3
   done, ran = 0, []
   for frame in range(1, 31):
-    if runs_periodic(agent, cfg, frame, done):
+    due = bool(source.due(None, frame))
+    assert due == (frame >= 10 and frame % 2 == 0)
+    if runs_periodic(agent, source, frame, done, due):
       ran.append(done)
-    done += 3 if frame >= 10 and frame % 2 == 0 else 0
+    done += 3 if due else 0
   assert ran == [0, 3, 6, 12, 15, 18, 24, 27, 30]   # bursts [0,3) [3,6) [6,9) [12,15) ...
-  assert not runs_periodic(_agent(SAC), cfg, 10, 0)  # SAC has none
+  assert not runs_periodic(_agent(SAC), source, 10, 0, True)  # SAC has none
 
 
 def test_dacer_estimates_its_entropy_every_k_updates_in_the_loop(tmp_path):
@@ -243,7 +249,7 @@ def test_dacer_estimates_its_entropy_every_k_updates_in_the_loop(tmp_path):
   agent = _agent(dacer)
   cfg = CFG._replace(total_frames=120, learning_starts=100, eval_every=10_000,
                      checkpoint_every=120)
-  offpolicy.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False)
   loop, _ = _final(agent, str(tmp_path), cfg)
   assert int(loop.agent.step) == 21
   assert int(optax.tree_utils.tree_get(loop.agent.reg['opt'], 'count')) == 6
@@ -256,7 +262,7 @@ def test_ctrl_c_or_sigterm_while_training_is_held_until_a_safe_point(signum):
   signum = getattr(signal, signum)
   done = []
   before = signal.getsignal(signum)
-  interrupts = offpolicy._Interrupts()
+  interrupts = Interrupts()
   try:
     os.kill(os.getpid(), signum)
     done.append('the checkpoint write finished')     # still runs: the interrupt only set a flag
@@ -273,7 +279,7 @@ def test_ctrl_c_ignored_at_start_stays_ignored():
   import signal
   before = signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
-    interrupts = offpolicy._Interrupts()
+    interrupts = Interrupts()
     os.kill(os.getpid(), signal.SIGINT)
     interrupts.check()                               # nothing received: no KeyboardInterrupt
     interrupts.restore()
@@ -287,7 +293,7 @@ def test_evaluation_before_the_first_update_compiles_the_evaluation_policy_on_de
   that evaluates earlier (here: never updates) compiles it at its first evaluation instead."""
   cfg = CFG._replace(total_frames=200, learning_starts=10_000, eval_every=100,
                      checkpoint_every=200)
-  summary = offpolicy.run(_agent(SAC), cfg, 'Pendulum-v1', str(tmp_path), progress=False)
+  summary = driver.run(_agent(SAC), cfg, 'Pendulum-v1', str(tmp_path), progress=False)
   evals = _rows(str(tmp_path), 'eval')
   assert [int(r['frame']) for r in evals] == [100, 200]
   assert all(np.isfinite(float(r['return_mean'])) for r in evals)
@@ -298,3 +304,78 @@ def test_summary_times_the_first_update(sac_runs):
   summary = sac_runs[2]
   assert 0 < summary['first_update_call_seconds'] <= summary['seconds_to_first_update'] \
       <= summary['seconds']
+
+
+def test_several_envs_per_seed_store_every_env_bootstrap_from_final_obs_and_resume(tmp_path):
+  """2 envs per seed: each vector step stores both envs' rows (row 2t + e), fuses 2 updates, a
+  200-step Pendulum time limit stores the true final observation (from the vector env's
+  `final_obs`, not the next episode's first) with terminated = 0, and a run killed mid-episode
+  resumes to the uninterrupted run's numbers."""
+  agent = _agent(SAC)
+  cfg = CFG._replace(total_frames=600, envs_per_seed=2, eval_every=600)
+  seen = []
+  record = lambda n, action, out: (seen.append(out), out)[1]
+  make, _ = _env_with(record)
+  real_make_env, driver.make_env = driver.make_env, make
+  try:
+    summary = driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path / 'a'), progress=False)
+    driver.make_env, _ = _env_with(_killed_at(225))          # env 0's step 225: frame 450
+    with pytest.raises(KeyboardInterrupt):
+      driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path / 'k'), progress=False)
+  finally:
+    driver.make_env = real_make_env
+  driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path / 'k'), resume=True, progress=False)
+  assert summary['frames'] == 600
+  loop, host = _final(agent, str(tmp_path / 'a'), cfg)
+  assert int(loop.frame) == 600 and int(loop.agent.step) == 2 * len(range(100, 601, 2))
+  data = jax.device_get(loop.data.data)
+  assert int(loop.data.size) == 600 and float(data['terminated'].sum()) == 0.0
+  final = seen[199][0]                                       # env 0's 200th step: truncated
+  assert seen[199][3] and not seen[199][2]
+  np.testing.assert_allclose(data['next_obs'][2 * 199], final, atol=1e-6)
+  assert not np.allclose(data['obs'][2 * 200], final)        # the next row starts a new episode
+  np.testing.assert_allclose(data['obs'][2 * 199 + 1], data['next_obs'][2 * 198 + 1], atol=1e-6)
+  assert host['episodes'] == [2] and host['episode_start'] == [200, 200]   # one each, at step 200
+  (lk, hk) = _final(agent, str(tmp_path / 'k'), cfg)
+  assert hk == host
+  jax.tree_util.tree_map(np.testing.assert_array_equal, loop, lk)
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_is_refused_in_one_sentence(sac_runs):
+  """A resume whose state has other sizes (here a smaller buffer) than the checkpoint's is refused
+  before orbax reads any array."""
+  agent, dirs, _ = sac_runs
+  with pytest.raises(checkpoint.CheckpointMismatch, match='does not fit this run'):
+    _final(agent, dirs['a'], CFG._replace(buffer_size=500))
+
+
+def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
+  """The dataset source through the same driver: no training env is made or stepped, every step
+  is one burst of updates on the device-resident arrays, and evaluation runs as usual."""
+  from flowrl.data.dataset import dataset
+  agent = _agent(SAC)
+  rng = np.random.default_rng(0)
+  rows = 500
+  arrays = {'obs': rng.normal(size=(rows, 3)), 'action': rng.uniform(-1, 1, (rows, 1)),
+            'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
+            'terminated': np.zeros(rows)}
+  source = dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
+  cfg = CFG._replace(total_frames=50, learning_starts=0, random_frames=0, eval_every=50,
+                     checkpoint_every=50, log_every=25)
+  made = []
+  real_make_env = driver.make_env
+  driver.make_env = lambda name, seed: (made.append(seed), real_make_env(name, seed))[1]
+  try:
+    summary = driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False, source=source)
+  finally:
+    driver.make_env = real_make_env
+  assert made == [CFG.seed + 12345]                     # the evaluation env only
+  mngr = checkpoint.manager(str(tmp_path))
+  try:
+    like = jax.eval_shape(lambda: init_loop(agent, source, cfg.seed))
+    loop, _ = checkpoint.restore(mngr, like)
+  finally:
+    mngr.close()
+  assert int(loop.agent.step) == 100 and summary['frames'] == 50
+  assert [float(r['updates']) for r in _rows(str(tmp_path), 'train')] == [50.0, 50.0]
+  assert np.isfinite(float(_rows(str(tmp_path), 'eval')[0]['return_mean']))

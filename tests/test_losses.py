@@ -20,7 +20,7 @@ def _batch(key, terminated=None):
   a = jax.random.uniform(ks[1], (B, 2), minval=-1, maxval=1)
   term = jnp.array([0., 1., 0., 0., 1., 0.]) if terminated is None else terminated
   return Batch(jax.random.normal(ks[0], (B, 3)), a, jax.random.normal(ks[2], (B,)),
-               jax.random.normal(ks[3], (B, 3)), term, a)
+               jax.random.normal(ks[3], (B, 3)), term)
 
 
 def _np(x):
@@ -107,7 +107,8 @@ def test_dsac_t_gradient_moves_the_mean_toward_the_target():
 # ---------------------------------------------------------------- actor signals
 
 def _inputs(policy, samp, q, batch, perturb=lambda a, k: a):
-  return ActorInputs(batch.obs, batch.action, batch.improved_action, policy, samp, q, perturb)
+  return ActorInputs(batch.obs, batch.action, {'improved_action': batch.action}, policy, samp, q,
+                     perturb)
 
 
 def test_sac_actor_loss_is_alpha_logp_minus_min_q():
@@ -184,7 +185,7 @@ def test_dipo_action_ascent_and_denoising_loss():
   c = jnp.array([0.5, -0.9])
   q = lambda o, a: jnp.stack([-jnp.sum((a - c) ** 2, -1), -jnp.sum((a - c) ** 2, -1) + 1.0])
   batch = _batch(jax.random.PRNGKey(1))
-  a0 = batch.improved_action
+  a0 = batch.action                                 # the improvable column starts as it
   one = signal.ascend_actions(q, batch.obs, a0, steps=1, learning_rate=0.03, max_norm=0.2)
   g = -2 * (_np(a0) - _np(c))                       # ascent direction of Q
   # Adam's first step is lr * g / (|g| + eps) per coordinate whatever the clipping scale

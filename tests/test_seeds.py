@@ -7,8 +7,9 @@ import gin
 import numpy as np
 import pytest
 
-from flowrl.compose import compile_method, method, offpolicy
-from flowrl.compose.train_step import TrainConfig
+from flowrl.compose import compile_method, method
+from flowrl.compose.step import TrainConfig
+from flowrl.runtime import driver
 from flowrl.envs import make_env
 from flowrl.primitives import critic, parameterization as P, regularizer as R, sampler as S, signal as G
 from flowrl.primitives.base import EnvSpec
@@ -37,9 +38,9 @@ def runs(tmp_path_factory):
   e = make_env('Pendulum-v1')
   agent = compile_method(DIPO, EnvSpec(e.observation_space.shape[0], e.action_space.shape[0]))
   base = tmp_path_factory.mktemp('seeds')
-  together = offpolicy.run(agent, CFG, 'Pendulum-v1', str(base / 'together'), progress=False,
+  together = driver.run(agent, CFG, 'Pendulum-v1', str(base / 'together'), progress=False,
                            seeds=list(SEEDS))
-  alone = {s: offpolicy.run(agent, CFG._replace(seed=s), 'Pendulum-v1', str(base / f'alone{s}'),
+  alone = {s: driver.run(agent, CFG._replace(seed=s), 'Pendulum-v1', str(base / f'alone{s}'),
                             progress=False) for s in SEEDS}
   gin.clear_config()
   return base, together, alone

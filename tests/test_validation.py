@@ -27,7 +27,7 @@ def _mix(policy, rule, sig, reg=None):
     (_mix(P.tanh_gaussian(), S.ddpm(), G.reparam_q()),
      ["sampler 'ddpm'", "policy 'tanh_gaussian'"]),
     (_mix(P.vp_diffusion(), S.direct(), G.reparam_q()),
-     ["sampler 'direct'", "policy 'vp_diffusion'", "'distribution'", 'tanh_gaussian, deterministic']),
+     ["sampler 'direct'", "policy 'vp_diffusion'", "'distribution'", 'tanh_gaussian, gaussian, deterministic']),
     (_mix(P.vp_diffusion(), S.euler(), G.reparam_q()),
      ["sampler 'euler'", "'velocity'", 'rectified_flow']),
     (_mix(P.vp_diffusion(), S.ddpm(), G.reparam_q(), R.exact_entropy()),

@@ -29,7 +29,7 @@ def _setup(steps=5):
 
 
 def _inputs(policy, samp, batch, signal_state=None, temperature=None):
-  return ActorInputs(batch.obs, batch.action, batch.improved_action, policy, samp, _q,
+  return ActorInputs(batch.obs, batch.action, {}, policy, samp, _q,
                      lambda a, k: a, signal_state, temperature)
 
 

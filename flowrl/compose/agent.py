@@ -2,7 +2,10 @@
   init(key) -> TrainState
   act(state, obs, key, deterministic) -> action            (collect: best_of + behaviour noise;
                                                             evaluate: eval_best_of, no noise)
-  update(state, batch, key) -> (state, improved_action, metrics)
+  collect(state, obs, key) -> (action, extras)             (the behaviour action and the columns
+                                                            stored beside it, `extras` shapes)
+  update(state, batch, key) -> (state, writes, metrics)   (batch: {column: [B, ...]}; writes:
+                                                            the signal's columns, written back)
   periodic(state, obs, key) -> state                       (only where the regularizer has a
                                                             `Periodic` step, every periodic_every
                                                             updates: DACER's entropy estimate)
@@ -60,6 +63,10 @@ class Agent(NamedTuple):
   update: Callable
   periodic: Optional[Callable] = None
   periodic_every: int = 0
+  columns: tuple = ()      # transition columns beyond Batch's, each starting as the taken action
+  collect: Optional[Callable] = None   # (state, obs, key) -> (action, extras {name: [B, ...]})
+  extras: Any = None       # {name: per-row shape} of what `collect` returns beside the action
+  value: Optional[Callable] = None     # (state, obs) -> V(obs) [B], where the critic provides 'v'
 
 
 def cond_or_pass(pred, fn, passthrough, *operands):
@@ -83,39 +90,15 @@ def cond_or_pass(pred, fn, passthrough, *operands):
   return jax.lax.cond(pred, taken, skip, *operands)
 
 
-def _scalars(aux):
+def _scalars(aux, columns):
   return {k: jnp.mean(v) for k, v in aux.items()
-          if v is not None and k not in ('improved_action', 'log_prob', 'actions')}
+          if v is not None and k not in ('log_prob', 'actions') + columns}
 
 
-def compile_method(method: Method, spec: EnvSpec) -> Agent:
-  policy, critic, reg = method.policy(spec), method.critic(spec), method.regularizer(spec)
-  sampler, signal = method.sampler, method.signal
-  validate(policy, sampler, signal, reg, critic, spec)
-  actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
-
-  def init(key) -> TrainState:
-    a_key, c_key = jax.random.split(key)
-    a_params, c_params = policy.init(a_key), critic.init(c_key)
-    copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)  # targets own their buffers
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
-        critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
-        reg=reg.init(),
-        signal=signal.init(copy(a_params)) if signal.init else ())
-
-  def act(state: TrainState, obs, key, deterministic: bool = False):
-    sample_key, noise_key = jax.random.split(key)
-    n = sampler.eval_best_of if deterministic else sampler.best_of
-    q = lambda o, a: critic.values(state.critic.params, o, a)
-    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1,
-                            q).action
-    if n > 1:
-      action = best_of_n(one, q, obs, sample_key, n)
-    else:
-      action = one(obs, sample_key)
-    return action if deterministic else reg.perturb(state.reg, action, noise_key, 'behaviour')
+def _learning_steps(method: Method, policy, sampler, signal, reg, critic, actor_opt, critic_opt):
+  """The critic step, the actor step (with the regularizer's, the signal state's and the target
+  EMAs) and the sampling of many actions per state that both the actor step and a periodic
+  regularizer step use."""
 
   def critic_step(state: TrainState, batch: Batch, key):
     next_key, noise_key, loss_key = jax.random.split(key, 3)
@@ -143,14 +126,15 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
     actions = perturb(draw(sampler, policy, params, many, s_key, q=q).action, n_key)
     return actions.reshape(obs.shape[0], n, -1)
 
-  def actor_step(state: TrainState, batch: Batch, key):
-    """Actor, regularizer and target-network step; returns the new parts and the written actions."""
+  def actor_step(state: TrainState, batch: Batch, columns, key):
+    """Actor, regularizer and target-network step; returns the new parts and the signal's
+    columns to write back."""
     signal_key, reg_key, reg_loss_key = jax.random.split(key, 3)
     a, c = state.actor, state.critic
     q = lambda o, act: critic.values(c.params, o, act)
     perturb = lambda act, k: reg.perturb(state.reg, act, k, 'actor')
     temperature = reg.temperature(state.reg) if reg.temperature else None
-    inputs = ActorInputs(batch.obs, batch.action, batch.improved_action, policy, sampler, q, perturb,
+    inputs = ActorInputs(batch.obs, batch.action, columns, policy, sampler, q, perturb,
                          state.signal, temperature)
 
     def loss(params):
@@ -169,12 +153,78 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
     sample_many = functools.partial(sample_many_actions, params, batch.obs, q, perturb)
     reg_state, reg_metrics = reg.update(state.reg, state.step, aux, sample_many, reg_key)
     metrics = {'actor/loss': signal_loss,
-               **{f'actor/{k}': v for k, v in _scalars(aux).items()},
+               **{f'actor/{k}': v for k, v in _scalars(aux, signal.columns).items()},
                **{f'reg/{k}': jnp.asarray(v, jnp.float32) for k, v in reg_metrics.items()}}
-    improved = aux.get('improved_action', batch.improved_action)
+    writes = {c: aux[c] for c in signal.columns}
     signal_state = (signal.refresh(state.signal, params, state.step // method.actor_every)
                     if signal.refresh else state.signal)
-    return actor, critic_state, reg_state, signal_state, improved, metrics
+    return actor, critic_state, reg_state, signal_state, writes, metrics
+
+  return critic_step, actor_step, sample_many_actions
+
+
+def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor_opt, critic_opt):
+  """One minibatch step of an on-policy method: the critic's value loss on the rollout's returns
+  and the signal's loss (plus the regularizer's) on its actions, each with its own optimizer."""
+
+  def update(state: TrainState, columns, key):
+    c, a = state.critic, state.actor
+    (_, critic_metrics), grads = jax.value_and_grad(critic.loss, has_aux=True)(c.params, columns)
+    updates, opt_state = critic_opt.update(grads, c.opt_state, c.params)
+    critic_state = c._replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state)
+    signal_key, reg_key = jax.random.split(key)
+    q = lambda o, act: critic.values(c.params, o, act)
+    inputs = ActorInputs(columns['obs'], columns['action'], columns, policy, sampler, q,
+                         lambda act, k: act, state.signal)
+
+    def loss(params):
+      signal_loss, aux = signal.loss(params, inputs, signal_key)
+      return signal_loss + reg.actor_loss(state.reg, aux, params, inputs, reg_key), (signal_loss, aux)
+
+    (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
+    updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)
+    actor = a._replace(params=optax.apply_updates(a.params, updates), opt_state=opt_state)
+    metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()},
+               'actor/loss': signal_loss, **{f'actor/{k}': v for k, v in _scalars(aux, ()).items()},
+               'actor_updated': jnp.float32(1.0)}
+    return state._replace(step=state.step + 1, actor=actor, critic=critic_state), {}, metrics
+
+  return update
+
+
+def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
+  """`source`: the data source's choice (`flowrl.data.SourceChoice`; the replay when None)."""
+  from flowrl.data.replay import REPLAY
+  policy, critic, reg = method.policy(spec), method.critic(spec), method.regularizer(spec)
+  sampler, signal = method.sampler, method.signal
+  validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
+  actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
+
+  def init(key) -> TrainState:
+    a_key, c_key = jax.random.split(key)
+    a_params, c_params = policy.init(a_key), critic.init(c_key)
+    copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)  # targets own their buffers
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
+        critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
+        reg=reg.init(),
+        signal=signal.init(copy(a_params)) if signal.init else ())
+
+  def act(state: TrainState, obs, key, deterministic: bool = False):
+    sample_key, noise_key = jax.random.split(key)
+    n = sampler.eval_best_of if deterministic else sampler.best_of
+    q = lambda o, a: critic.values(state.critic.params, o, a)
+    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1,
+                            q).action
+    if n > 1:
+      action = best_of_n(one, q, obs, sample_key, n)
+    else:
+      action = one(obs, sample_key)
+    return action if deterministic else reg.perturb(state.reg, action, noise_key, 'behaviour')
+
+  critic_step, actor_step, sample_many_actions = _learning_steps(
+      method, policy, sampler, signal, reg, critic, actor_opt, critic_opt)
 
   def periodic(state: TrainState, obs, key) -> TrainState:
     q = lambda o, act: critic.values(state.critic.params, o, act)
@@ -182,18 +232,36 @@ def compile_method(method: Method, spec: EnvSpec) -> Agent:
     sample_many = functools.partial(sample_many_actions, state.actor.params, obs, q, perturb)
     return state._replace(reg=reg.periodic.run(state.reg, sample_many, key))
 
-  def update(state: TrainState, batch: Batch, key):
+  def offpolicy_update(state: TrainState, columns, key):
+    batch = Batch(*(columns[f] for f in Batch._fields))
     critic_key, actor_key = jax.random.split(key)
     critic_state, critic_metrics = critic_step(state, batch, critic_key)
     state = state._replace(critic=critic_state)
     do_actor = state.step % method.actor_every == 0
-    unchanged = lambda s, b, k: (s.actor, s.critic, s.reg, s.signal, b.improved_action)
-    actor, critic_state, reg_state, signal_state, improved, actor_metrics = cond_or_pass(
-        do_actor, actor_step, unchanged, state, batch, actor_key)
+    unchanged = lambda s, b, c, k: (s.actor, s.critic, s.reg, s.signal,
+                                    {n: c[n] for n in signal.columns})   # columns as read
+    actor, critic_state, reg_state, signal_state, writes, actor_metrics = cond_or_pass(
+        do_actor, actor_step, unchanged, state, batch, columns, actor_key)
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()}, **actor_metrics,
                'actor_updated': do_actor.astype(jnp.float32)}
     new_state = TrainState(state.step + 1, actor, critic_state, reg_state, signal_state)
-    return new_state, improved, metrics
+    return new_state, writes, metrics
 
+  def collect(state: TrainState, obs, key):
+    """The behaviour action and what the data source stores beside it: nothing off-policy; an
+    on-policy method's log-prob of the action and V(obs) at collection."""
+    if not onpolicy:
+      return act(state, obs, key, False), {}
+    out = draw(sampler, policy, state.actor.params, obs, key)
+    return out.action, {'log_prob': out.log_prob, 'value': value(state, obs)}
+
+  def value(state: TrainState, obs):
+    return critic.values(state.critic.params, obs, None)[0]
+
+  onpolicy = 'v' in critic.provides
+  update = (_onpolicy_update(method, policy, sampler, signal, reg, critic, actor_opt, critic_opt)
+            if onpolicy else offpolicy_update)
   return Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update,
-               periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0)
+               periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
+               signal.columns, collect, {'log_prob': (), 'value': ()} if onpolicy else {},
+               value if onpolicy else None)

@@ -23,7 +23,11 @@ CAPABILITIES = {
     'weight_temperature': ('regularizer', 'an auto-tuned temperature for its weights'),
     'sample_log_prob': ('signal', "the log-probability of the policy's own samples in its aux"),
     'weight_kl': ('signal', 'the KL of its sample weights to uniform in its aux'),
+    'entropy': ('signal', "the policy's entropy in its aux"),
     'q': ('critic', 'action values Q(s, a)'),
+    'v': ('critic', 'state values V(s)'),
+    'transitions': ('source', 'stored transitions (s, a, r, s′) to bootstrap a Q target from'),
+    'rollout': ('source', 'on-policy rollouts with GAE advantages and the log-probs at collection'),
 }
 
 
@@ -93,6 +97,9 @@ def method(policy=gin.REQUIRED, sampler=gin.REQUIRED, signal=gin.REQUIRED,
 
 
 def _providers(axis: str, cap: str, spec: EnvSpec):
+  if axis == 'source':
+    from flowrl.data import SOURCES
+    return [f'train.source = @{name}()' for name, provides in SOURCES.items() if cap in provides]
   names = []
   for name, make in REGISTRY[axis].items():
     try:
@@ -104,11 +111,13 @@ def _providers(axis: str, cap: str, spec: EnvSpec):
   return names
 
 
-def validate(policy, sampler, signal, regularizer, critic, spec: EnvSpec) -> None:
-  """Raise ConfigError in one sentence if an axis requires what another does not provide."""
+def validate(policy, sampler, signal, regularizer, critic, spec: EnvSpec, source) -> None:
+  """Raise ConfigError in one sentence if an axis requires what another does not provide.
+  `source` is the data source's choice (`flowrl.compose.step.SourceChoice`: name, provides)."""
   owners = {'policy': policy, 'sampler': sampler, 'regularizer': regularizer, 'signal': signal,
-            'critic': critic}
-  for axis, prim in (('sampler', sampler), ('signal', signal), ('regularizer', regularizer)):
+            'critic': critic, 'source': source}
+  for axis, prim in (('sampler', sampler), ('signal', signal), ('regularizer', regularizer),
+                     ('critic', critic)):
     for cap in sorted(prim.requires):
       owner_axis, meaning = CAPABILITIES[cap]
       owner = owners[owner_axis]

@@ -17,9 +17,13 @@ def dataset(arrays: Dict[str, jax.Array], batch_size: int, n: int = 1) -> DataSo
   def init():
     return {k: jnp.asarray(v) for k, v in arrays.items()}
 
-  def batches(state, key):
-    idx = jax.random.randint(key, (n, batch_size), 0, size)
-    return jax.tree_util.tree_map(lambda x: x[idx], state), idx
+  def batches(state, keys):
+    return jax.vmap(lambda k: jax.random.randint(k, (batch_size,), 0, size))(keys)
 
+  def gather(state, idx):
+    return {k: v[idx] for k, v in state.items()}
+
+  # the arrays are shared by every seed (seed_axes None): one copy on the device
   return DataSource('dataset', init, add=identity, due=lambda state, frame=None: jnp.bool_(True),
-                    prepare=identity, batches=batches, write=identity, finish=identity)
+                    prepare=identity, batches=batches, gather=gather, write=identity,
+                    finish=identity, n=n, seed_axes=None, collects=False)

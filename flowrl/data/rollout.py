@@ -9,11 +9,12 @@ reset. GAE is rlax.truncated_generalized_advantage_estimation over time, vmapped
 """
 from typing import Callable, Dict, NamedTuple
 
+import gin
 import jax
 import jax.numpy as jnp
 import rlax
 
-from flowrl.data.base import DataSource, identity
+from flowrl.data.base import DataSource, SourceChoice, identity
 
 
 class Rollout(NamedTuple):
@@ -38,9 +39,9 @@ def gae(reward, terminated, truncated, values, final_values, next_value, gamma: 
 
 def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.99,
             lambda_: float = 0.95, epochs: int = 10, minibatches: int = 32) -> DataSource:
-  """`columns`: name -> per-env shape, among them obs, reward, terminated, truncated, value,
-  final_value, next_value (the last is read at the last step only). Minibatches are drawn from
-  the T·N env steps with a fresh permutation per epoch."""
+  """`columns`: name -> per-env shape, among them obs, next_obs (the final observation where an
+  episode ended), reward, terminated, truncated and value (V(obs) at collection). Minibatches are
+  drawn from the T·N env steps with a fresh permutation per epoch."""
   size = steps * envs
   if size % minibatches:
     raise ValueError(f'rollout: {steps} steps × {envs} envs = {size} rows do not split into '
@@ -58,21 +59,51 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
   def due(state: Rollout, frame=None):
     return state.t >= steps
 
-  def prepare(state: Rollout, value_fn: Callable = None):
+  def prepare(state: Rollout, value_fn: Callable):
+    """GAE with V(next_obs) from `value_fn` (the critic now, which collected this rollout): a
+    truncated step bootstraps from its final observation's value, the last step from its own."""
     d = state.data
-    adv = gae(d['reward'], d['terminated'], d['truncated'], d['value'], d['final_value'],
-              d['next_value'][-1], gamma, lambda_)
+    next_values = value_fn(d['next_obs'].reshape(size, -1)).reshape(steps, envs)
+    adv = gae(d['reward'], d['terminated'], d['truncated'], d['value'], next_values,
+              next_values[-1], gamma, lambda_)
     return state._replace(advantages=adv, returns=adv + d['value'])
 
-  def batches(state: Rollout, key):
+  def batches(state: Rollout, keys):
+    """keys [epochs × minibatches, 2]: epoch e permutes the T·N rows with key e·minibatches."""
+    perms = jax.vmap(lambda k: jax.random.permutation(k, size))(keys[::minibatches])
+    return perms.reshape(epochs * minibatches, size // minibatches)
+
+  def gather(state: Rollout, idx):
     flat = {k: v.reshape((size,) + v.shape[2:]) for k, v in state.data.items()}
     flat['advantage'] = state.advantages.reshape(size)
     flat['return'] = state.returns.reshape(size)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, size))(jax.random.split(key, epochs))
-    idx = perms.reshape(epochs * minibatches, size // minibatches)
-    return jax.tree_util.tree_map(lambda x: x[idx], flat), idx
+    return {k: v[idx] for k, v in flat.items()}
 
   def finish(state: Rollout):
     return state._replace(t=jnp.zeros((), jnp.int32))
 
-  return DataSource('rollout', init, add, due, prepare, batches, identity, finish)
+  return DataSource('rollout', init, add, due, prepare, batches, gather, identity, finish,
+                    epochs * minibatches, Rollout(data=0, t=None, advantages=0, returns=0))
+
+
+@gin.configurable(module='flowrl')
+def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
+                   gae_lambda: float = 0.95) -> SourceChoice:
+  """On-policy rollouts: `steps` vector steps of every env, then `epochs` passes of `minibatches`
+  minibatches over the steps × envs rows with GAE(γ, λ) advantages (γ: the method's), then
+  cleared. Stores what the agent's `collect` returns beside the action (log-probs, values)."""
+
+  def make(agent, cfg, envs):
+    o, a = (agent.spec.obs_dim,), (agent.spec.act_dim,)
+    columns = {'obs': o, 'action': a, 'reward': (), 'next_obs': o, 'terminated': (),
+               'truncated': (), **(agent.extras or {})}
+    return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches)
+
+  def check(cfg):
+    rows = steps * cfg.envs_per_seed
+    if rows % minibatches:
+      from flowrl.errors import ConfigError
+      raise ConfigError(f'rollout_source: {steps} steps × {cfg.envs_per_seed} envs = {rows} rows do '
+                        f'not split into {minibatches} equal minibatches; choose a divisor of {rows}.')
+
+  return SourceChoice('rollout_source', frozenset({'rollout'}), make, check)

@@ -9,6 +9,9 @@ Capabilities used so far:
            (a Gaussian probability path x_t = α_t a + σ_t ε with a network), 'vp_path' (α²+σ²=1),
            'score' (a noise estimate, hence ∇ log p), 'velocity' (a flow's velocity field)
   sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample)
+  signal:  'sample_log_prob', 'weight_kl', 'entropy' (what its aux carries for a regularizer)
+  critic:  'q' (action values), 'v' (state values)
+  source:  'transitions' (replay, dataset), 'rollout' (on-policy; `flowrl.compose.step`)
   regularizer: 'weight_temperature' (an auto-tuned temperature λ for Q-weighted losses)
 """
 import functools
@@ -97,7 +100,9 @@ class ActorInputs(NamedTuple):
   """What the compiler hands an improvement signal (closures are over the current params)."""
   obs: Any                  # [B, O]
   action: Any               # replay actions [B, A]
-  improved_action: Any      # the buffer's improvable action column [B, A] (DIPO writes it)
+  columns: Any              # {name: [B, ...]}: every column of the batch, the source's own among
+                            # them (a rollout's log_prob, advantage, return, value; DIPO's
+                            # improved_action, which it writes back through its aux)
   policy: Policy
   sampler: Sampler
   q: Callable               # (obs, act) -> [E, B] critic values (means), current critic params
@@ -109,9 +114,13 @@ class ActorInputs(NamedTuple):
 class Signal(NamedTuple):
   """Improvement-signal axis: `loss(actor_params, inputs, key) -> (loss, aux)`.
 
-  aux may carry 'log_prob' [B] of the policy's own samples (read by entropy regularizers),
-  'actions' (sampled actions), and 'improved_action' [B, A] which the loop writes back into the
-  buffer's improvable action column.
+  aux may carry 'log_prob' [B] of the policy's own samples (read by entropy regularizers) and
+  'actions' (sampled actions).
+
+  `columns` names transition columns of its own that the data source stores beside the standard
+  ones, each starting as a copy of the taken action (DIPO: 'improved_action'); the signal reads
+  them in `inputs.columns` and writes them back by returning new values under the same names in
+  its aux. Methods whose signal declares none store nothing extra.
 
   A signal may own state (DPMD: a frozen copy of the policy): `init(actor_params) -> state`, and
   `refresh(state, actor_params, step) -> state` after each actor step, `step` counting actor steps
@@ -127,6 +136,7 @@ class Signal(NamedTuple):
   init: Optional[Callable] = None
   refresh: Optional[Callable] = None
   provides: frozenset = frozenset()
+  columns: tuple = ()
 
 
 class Periodic(NamedTuple):
@@ -157,8 +167,10 @@ class Regularizer(NamedTuple):
 
 
 class Critic(NamedTuple):
-  """Critic axis: values for the actor, a TD loss for itself; may own extra state. `provides`
-  says what it estimates: 'q' (action values Q(s, a), what every off-policy signal reads)."""
+  """Critic axis: values for the actor, a loss for itself; may own extra state. `provides` says
+  what it estimates: 'q' (action values Q(s, a), what every off-policy signal reads; a TD loss on
+  stored transitions) or 'v' (state values V(s), fitted to a rollout's returns with
+  `loss(params, batch) -> (loss, metrics)`); `requires` what the data source must provide."""
   name: str
   init: Callable            # (key) -> params (ensemble stacked on axis 0)
   init_extra: Callable      # () -> extra state (e.g. running std for DSAC-T)
@@ -166,6 +178,7 @@ class Critic(NamedTuple):
   loss: Callable            # (params, target_params, extra, batch, next_action, bonus, discount, key)
                             #   -> (loss, (new_extra, metrics))
   provides: frozenset = frozenset({'q'})
+  requires: frozenset = frozenset({'transitions'})   # of the data source
 
 
 def builder(fn):

@@ -12,6 +12,7 @@ Both bootstrap on time-limit truncation: `discount` = γ(1 − terminated), neve
 from typing import NamedTuple, Optional, Sequence
 
 import chex
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import rlax
@@ -27,7 +28,6 @@ class Batch(NamedTuple):
   reward: jax.Array
   next_obs: jax.Array
   terminated: jax.Array      # 1.0 where the episode ended in a terminal state (no bootstrap)
-  improved_action: jax.Array  # the buffer's improvable action column (DIPO)
 
 
 def min_target(q_next: jax.Array) -> jax.Array:
@@ -101,3 +101,35 @@ def distributional_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 
     return total, (omega, {'critic_loss': total, 'q_mean': jnp.mean(mu), 'q_std': jnp.mean(std)})
 
   return Critic('distributional_q', init, lambda: -jnp.ones(num), values, loss)
+
+
+@primitive('critic')
+@builder
+def state_value(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 'tanh',
+                clip: float = 0.2, coefficient: float = 0.5,
+                hidden_init: Optional[Initializer] = None,
+                output_init: Optional[Initializer] = None) -> Critic:
+  """A state-value network V(s) for on-policy methods, fitted to the rollout's GAE returns R with
+  the clipped value loss of PPO's reference code (CleanRL, rsl_rl):
+  L = c · mean max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²), with V_old the values at
+  collection; `clip` = 0 gives the plain c · mean (V − R)². `values(params, obs, act)` ignores the
+  action and returns [1, B], so samplers and signals read it as a one-member ensemble."""
+  init_ = initializers.resolve(hidden_init, output_init)
+  net = hk.without_apply_rng(hk.transform(
+      lambda obs: networks.mlp(hidden, 1, activation, 'value', init_)(obs)[..., 0]))
+
+  def values(params, obs, act=None):
+    return net.apply(params, obs)[None]
+
+  def loss(params, batch):
+    v = net.apply(params, batch['obs'])
+    ret, old = batch['return'], batch['value']
+    chex.assert_equal_shape([v, ret, old])
+    err = jnp.square(v - ret)
+    if clip:
+      err = jnp.maximum(err, jnp.square(old + jnp.clip(v - old, -clip, clip) - ret))
+    total = coefficient * jnp.mean(err)
+    return total, {'value_loss': total, 'v_mean': jnp.mean(v)}
+
+  return Critic('state_value', lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))),
+                lambda: (), values, loss, frozenset({'v'}), frozenset({'rollout'}))

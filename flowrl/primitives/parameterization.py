@@ -2,6 +2,7 @@
 
   tanh_gaussian  a = tanh(μ(s) + σ(s) ξ), exact log-prob (Haarnoja et al. 2018, SAC)
   deterministic  a = tanh(μ(s)) (Fujimoto et al. 2018, TD3)
+  gaussian       a ~ N(μ(s), diag σ²), σ a state-independent parameter, unsquashed (PPO)
   vp_diffusion   a_k = α_k a + σ_k ε on a VP schedule, ε/x0/v-prediction (Ho et al. 2020)
   rectified_flow a_t = (1 − t) a + t ε, velocity v = ε − a (Liu et al. 2023; Lipman et al. 2023)
 """
@@ -48,6 +49,33 @@ def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
 
   return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob'}), spec.act_dim, init,
                 distribution=distribution)
+
+
+@primitive('policy')
+@builder
+def gaussian(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 'tanh',
+             log_std_init: float = 0.0, hidden_init: Optional[Initializer] = None,
+             output_init: Optional[Initializer] = None) -> Policy:
+  """Unsquashed diagonal Gaussian N(μ(s), diag σ²) with a state-independent log σ parameter,
+  initialised to `log_std_init` (PPO, Schulman et al. 2017; CleanRL's and flow-rl's Gaussian
+  actor). Its samples are not squashed or clipped: the log-prob is of the sample itself, and the
+  env receives it clipped to [−1, 1] (the driver clips for the env only)."""
+  init_ = initializers.resolve(hidden_init, output_init)
+
+  def forward(obs):
+    mean = networks.mlp(hidden, spec.act_dim, activation, 'policy', init_)(obs)
+    log_std = hk.get_parameter('log_std', (spec.act_dim,), init=hk.initializers.Constant(
+        log_std_init))
+    return mean, log_std
+
+  net = hk.without_apply_rng(hk.transform(forward))
+
+  def distribution(params, obs):
+    mean, log_std = net.apply(params, obs)
+    return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape)), mean
+
+  return Policy('gaussian', frozenset({'distribution', 'exact_logprob'}), spec.act_dim,
+                lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))), distribution=distribution)
 
 
 @primitive('policy')

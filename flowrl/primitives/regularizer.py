@@ -287,3 +287,13 @@ def action_noise(spec: EnvSpec, behaviour_std: float = 0.1, target_std: float = 
     return jnp.clip(a + noise, -1.0, 1.0)
 
   return Regularizer('action_noise', frozenset(), lambda: (), _zero, _zero, perturb, _no_update)
+
+
+@primitive('regularizer')
+@builder
+def entropy_bonus(spec: EnvSpec, coefficient: float = 0.0) -> Regularizer:
+  """An entropy bonus in the actor loss, −c·mean H(π(·|s)), with H the entropy the signal reports
+  (aux['entropy']; PPO's c_H, 0 in CleanRL's MuJoCo settings, 0.005 in flow-rl's)."""
+  loss = lambda state, aux, params, inputs, key: -coefficient * jnp.mean(aux['entropy'])
+  return Regularizer('entropy_bonus', frozenset({'entropy'}), lambda: (), loss, _zero,
+                     lambda state, a, key, role: a, _no_update)

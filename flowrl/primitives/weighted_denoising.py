@@ -19,6 +19,7 @@
 matching), so every chain parameterization works with the particle and best-sample signals.
 Reverse samples need an ε estimate and a Gaussian path, which every chain policy also has.
 """
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -77,6 +78,7 @@ def reverse_sampling(num_samples: int = 500, temperature: float = 0.05) -> Signa
     a0, eps = reverse_samples(x_t, alpha, sigma, rev_key, num_samples)
     w = jax.lax.stop_gradient(jax.nn.softmax(_min_q(inp, a0) / temperature, axis=0))   # [n, B]
     per_sample = jnp.mean(jnp.square(eps_hat[None] + eps), axis=-1)                # [n, B]
+    chex.assert_shape([w, per_sample], (num_samples, inp.obs.shape[0]))
     return jnp.mean(jnp.sum(w * per_sample, axis=0)), {'weight_max': jnp.max(w, axis=0)}
 
   return Signal('reverse_sampling', frozenset({'chain', 'q'}), loss)
@@ -102,6 +104,7 @@ def reverse_sampling_grad(num_samples: int = 500, temperature: float = 0.05,
       rms = jnp.sqrt(jnp.mean(jnp.square(target), axis=-1, keepdims=True))
       target = target * jnp.minimum(1.0, max_target_rms / (rms + 1e-12))
     target = jax.lax.stop_gradient(target)
+    chex.assert_equal_shape([eps_hat, target, inp.action])                         # [B, A]
     return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
 
   return Signal('reverse_sampling_grad', frozenset({'chain', 'q'}), loss)
@@ -162,6 +165,7 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
     w = jax.lax.stop_gradient(particle_weights(values, lam, weight_map))          # [B, N]
     fit = inp.policy.fit_loss(params, obs, particles, fit_key)
     fit = jnp.minimum(fit, loss_clip).reshape(b, num_particles)
+    chex.assert_equal_shape([w, fit])                                              # [B, N]
     return jnp.mean(w * fit), {'weight_kl': weight_kl(w), 'weight_max': jnp.max(w, axis=-1)}
 
   return Signal('q_weighted_particles', frozenset({'chain', 'q'}), loss, init, refresh,
@@ -180,6 +184,7 @@ def best_sample_advantage(num_samples: int = 64) -> Signal:
     w = jnp.maximum(jnp.max(values, axis=-1) - jnp.mean(values, axis=-1), 0.0)       # [B]
     w = jax.lax.stop_gradient(w)
     fit = inp.policy.fit_loss(params, inp.obs, jax.lax.stop_gradient(best), fit_key)
+    chex.assert_equal_shape([w, fit])                                              # [B]
     return jnp.mean(w * fit), {'weights': w}
 
   return Signal('best_sample_advantage', frozenset({'chain', 'q'}), loss)

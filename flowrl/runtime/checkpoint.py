@@ -31,23 +31,46 @@ def manager(run_dir: str, keep: int = 2):
       item_names=('loop', 'host'))
 
 
+def layout(tree) -> str:
+  """A digest of the tree's structure, shapes and dtypes: a checkpoint restores only into a state
+  of the same layout."""
+  import hashlib
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  text = repr([(jax.tree_util.keystr(p), tuple(x.shape), str(x.dtype)) for p, x in leaves])
+  return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def save(mngr, frame: int, loop, host: dict) -> None:
   ocp = _ocp()
+  host = {**host, 'layout': layout(loop)}
   mngr.save(frame, args=ocp.args.Composite(loop=ocp.args.StandardSave(loop),
                                            host=ocp.args.JsonSave(host)))
   mngr.wait_until_finished()
 
 
+class CheckpointMismatch(RuntimeError):
+  """A checkpoint whose arrays do not fit this run's state."""
+
+
 def restore(mngr, like) -> Optional[Tuple[Any, dict]]:
-  """The newest checkpoint restored onto the structure of `like`, or None if there is none."""
+  """The newest checkpoint restored onto the structure of `like`, or None if there is none;
+  CheckpointMismatch (one sentence) if its arrays do not fit `like`'s."""
   ocp = _ocp()
   step = mngr.latest_step()
   if step is None:
     return None
+  host = mngr.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
+  if host.get('layout') != layout(like):
+    raise CheckpointMismatch(
+        f'the checkpoint at frame {step} in {mngr.directory} does not fit this run\'s state '
+        f'(written by another flowrl version, or with other sizes: network widths, buffer_size, '
+        f'total_frames, seeds or envs_per_seed), so it cannot be resumed; start a new run.')
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
   out = mngr.restore(step, args=ocp.args.Composite(loop=ocp.args.StandardRestore(abstract),
                                                    host=ocp.args.JsonRestore()))
-  return out.loop, out.host
+  host = dict(out.host)
+  host.pop('layout', None)
+  return out.loop, host
 
 
 def latest_frame(run_dir: str) -> Optional[int]:

@@ -1,0 +1,73 @@
+"""Compile scheduling: the loop's programs are traced at once and compiled ahead of time on
+background threads, so the host sets up envs, logs and checkpoints meanwhile, and each program
+accepts exactly this run's input types (a later call cannot silently recompile)."""
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from flowrl.compose.step import batched_programs
+
+
+class Deferred:
+  """A program compiled in the background once `start()` is called (or at the first `result()`)."""
+
+  def __init__(self, compile_fn):
+    self._compile, self._future = compile_fn, None
+
+  def start(self):
+    if self._future is None:
+      pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='flowrl-compile')
+      self._future = pool.submit(self._compile)
+      pool.shutdown(wait=False)
+    return self
+
+  def result(self):
+    return self.start()._future.result()
+
+
+class CompiledLoop(NamedTuple):
+  init: Future             # of () -> LoopState
+  step: Future             # of the frame step, compiled for this run's shapes (donates its loop)
+  act_eval: Deferred       # (TrainState, obs [S, 1, O], keys [S]) -> actions, deterministic
+  periodic: Optional[Future] = None   # of (loop) -> loop (donates its loop)
+
+
+# `init` runs once: compiled without XLA's newer fusion emitters and at optimization level 0 it
+# compiles in about half the time (DACER: 1.5 s -> 0.8 s, on the thread that competes with the
+# frame step's compile) and still runs in milliseconds.
+RUN_ONCE_OPTIONS = {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 0}
+
+
+def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1) -> CompiledLoop:
+  """Trace the loop's programs now and compile them ahead of time in the background: the frame
+  step and `init_loop` on two threads (measured: 1.5 s less than one after the other for DACER on
+  2 cores). The evaluation policy is returned deferred, for the driver to start compiling once
+  the first update has run (compiling it beside the first update slowed that update by 0.5 s) or
+  at the first evaluation. A periodic step (DACER's entropy estimate) compiles after the frame
+  step, which is needed first. `transition` and `next_obs` are host arrays with leading
+  [seeds, envs] axes."""
+  init_fn, step_fn, act_fn, periodic_fn = batched_programs(agent, source, cfg, tuple(seeds), envs)
+  traced_init = jax.jit(init_fn).trace()
+  abstract = traced_init.out_info         # the loop's shapes, from the one trace `init` compiles
+  step = jax.jit(step_fn, donate_argnums=0)
+  act_eval = jax.jit(act_fn)
+  keys = jnp.zeros((len(seeds), 2), jnp.uint32)
+  # Tracing holds the GIL: trace the step here first, then compile it beside `init`'s lowering and
+  # compilation (measured for DACER: 0.4 s sooner than tracing both on the two threads).
+  lowered_step = step.lower(abstract, transition, jnp.bool_(False), next_obs)
+  pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='flowrl-compile')
+  step_f = pool.submit(lowered_step.compile)
+  init_f = pool.submit(lambda: traced_init.lower().compile(compiler_options=RUN_ONCE_OPTIONS))
+
+  def compile_periodic():   # after the step's: the step is needed first, from the first frame
+    lowered = jax.jit(periodic_fn, donate_argnums=0).lower(abstract)
+    step_f.result()
+    return lowered.compile()
+
+  periodic_f = periodic_fn and pool.submit(compile_periodic)
+  pool.shutdown(wait=False)
+  eval_obs = next_obs[:, :1]
+  return CompiledLoop(init_f, step_f, Deferred(
+      lambda: act_eval.lower(abstract.agent, eval_obs, keys).compile()), periodic_f)

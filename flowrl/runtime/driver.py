@@ -1,0 +1,289 @@
+"""The one training driver of every paradigm: the host side around the jitted step
+(`flowrl.compose.step`). Per vector step of the envs there is one jitted call — add the
+transition to the data source, run the updates that are due, choose the next actions — for one
+seed or for several seeds batched in one program. The driver owns what is not pure: env stepping
+(`vector_env`), evaluation, logs, checkpoints, Ctrl-C and SIGTERM (the frame in progress is
+saved, then the run stops), resume, and when each program compiles (`compile`).
+"""
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from flowrl.compose.agent import Agent
+from flowrl.compose.step import TRANSITION, TrainConfig, make_source, runs_periodic
+from flowrl.data.base import DataSource
+from flowrl.envs import make_env
+from flowrl.runtime import checkpoint, vector_env
+from flowrl.runtime.compile import compile_loop
+from flowrl.runtime.evaluate import evaluate
+from flowrl.runtime.interrupts import Interrupts
+from flowrl.runtime.run_log import RunLog, plot_learning_curve
+
+
+class TrainingDiverged(RuntimeError):
+  """A loss became NaN or infinite; the run stopped and kept its last finite checkpoint."""
+
+
+def summarize(pending: List[Dict]) -> Dict[str, float]:
+  """Average per-update metrics of a log window; actor/regularizer metrics only over the updates
+  that ran an actor step, everything only over frames that updated."""
+  if not pending:
+    return {}
+  m = {k: np.concatenate([np.asarray(p[k]).reshape(-1) for p in pending]) for k in pending[0]}
+  updated = m.pop('updated') > 0
+  actor = m.pop('actor_updated') > 0
+  out = {}
+  for k, v in m.items():
+    mask = updated & actor if k.startswith(('actor/', 'reg/')) else updated
+    if mask.any():
+      out[k] = float(np.mean(v[mask]))
+  out['updates'] = float(updated.sum())
+  return out
+
+
+def _kept(run_dir: str, cfg: TrainConfig) -> str:
+  """The end of a divergence message: which checkpoint is left, or that none is."""
+  saved = checkpoint.latest_frame(run_dir)
+  if saved is None:
+    return (f'no checkpoint had been written yet (the first was due at frame '
+            f'{cfg.checkpoint_every}), so there is nothing to resume from.')
+  return (f"the last finite checkpoint (frame {saved}) is kept in "
+          f"{os.path.join(run_dir, 'checkpoints')}.")
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+  return after // every > before // every
+
+
+class Driver:
+  """One run: S seeds × N envs each, their data source, logs and checkpoints in run_dir."""
+
+  def __init__(self, agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, seeds,
+               batched: bool, source: Optional[DataSource] = None, envs: int = 1):
+    self.agent, self.cfg, self.env_name, self.run_dir = agent, cfg, env_name, run_dir
+    self.seeds, self.n_envs, self.batched = list(seeds), envs, batched
+    self.source = source or make_source(agent, cfg, envs)
+    S, N, o, a = len(self.seeds), envs, agent.spec.obs_dim, agent.spec.act_dim
+    z = lambda *shape: np.zeros((S, N) + shape, np.float32)
+    self.blank = {'obs': z(o), 'action': z(a), 'reward': z(), 'next_obs': z(o),
+                  'terminated': z(), 'truncated': z()}
+    # XLA compiles while the host sets up
+    self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs)
+    self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
+                if self.source.collects else None)      # offline: evaluation envs only
+    self.eval_envs = [make_env(env_name, s + 12345) for s in self.seeds]
+    self.mngr = checkpoint.manager(run_dir)
+    self.log_dirs = ([os.path.join(run_dir, f'seed_{s}') for s in self.seeds] if batched
+                     else [run_dir])
+    nan = float('nan')
+    self.host = {'episodes': [0] * S, 'last_return': [nan] * S, 'eval_return': [nan] * S,
+                 'episode_start': [0] * (S * N), 'episode_return': [0.0] * (S * N)}
+
+  def _shape(self, x):
+    """[S·N, ...] host arrays of the vector env -> [S, N, ...]."""
+    return x.reshape((len(self.seeds), self.n_envs) + x.shape[1:])
+
+  def start(self, resume: bool):
+    """The loop state, this step's observations [S·N, O] and the actions chosen for them."""
+    step = self.programs.step.result()
+    loop = self.programs.init.result()()
+    if resume:
+      restored = checkpoint.restore(self.mngr, loop)
+      if restored is not None:
+        loop, self.host = restored
+    if not self.source.collects:
+      self.host.pop('action', None)
+      return loop, self.blank['obs'].reshape(-1, self.agent.spec.obs_dim), self.blank['action']
+    if 'action' not in self.host:      # a new run: reset the envs and choose the first actions
+      obs, _ = self.vec.reset()
+      loop, action, _ = step(loop, self.blank, np.bool_(False), self._shape(obs))
+      return loop, obs, action
+    obs, fresh = self._replay(loop)    # resumed: bring the envs back to this frame
+    action = np.asarray(self.host.pop('action'), np.float32)   # the saved run's choice for obs
+    for i in fresh:
+      self.host['episode_start'][i], self.host['episode_return'][i] = int(loop.frame) // self.n_envs, 0.0
+    if fresh:                          # an env began a new episode: choose for its new obs
+      loop, action, _ = step(loop, self.blank, np.bool_(False), self._shape(obs))
+    return loop, obs, action
+
+  def _replay(self, loop):
+    step, N, hist = int(loop.frame) // self.n_envs, self.n_envs, self.source.history
+    seed = lambda i: i // N if self.batched else None
+    rows = lambda i, a, b: np.arange(a, b) * N + i % N
+
+    def actions(i, start, stop):
+      if hist is None or (stop - start) * N > loop.data.data['action'].shape[-2]:
+        return None
+      return hist(loop.data, 'action', rows(i, start, stop), seed(i))
+
+    stored = lambda i: hist(loop.data, 'next_obs', rows(i, step - 1, step), seed(i))[-1]
+    return vector_env.replay_episodes(self.vec, self.host['episode_start'], step, actions,
+                                      stored, N)
+
+  def env_step(self, action, frame: int, returns: np.ndarray):
+    """Step every env; returns (transition [S, N, ...], next observations [S·N, O])."""
+    f32 = np.float32
+    a = action.reshape(len(self.vec.envs), -1)
+    # the env gets the action in its box; the source keeps the policy's own (an unsquashed
+    # Gaussian's log-prob is of the unclipped sample)
+    next_obs, reward, terminated, truncated, info = self.vec.step(np.clip(a, -1.0, 1.0))
+    done = terminated | truncated
+    returns += reward
+    transition = {'obs': None, 'action': a, 'reward': reward.astype(f32),
+                  'next_obs': vector_env.transition_next_obs(next_obs, done, info),
+                  'terminated': terminated.astype(f32), 'truncated': truncated.astype(f32)}
+    for i in np.flatnonzero(done):
+      j = i // self.n_envs
+      self.host['episodes'][j] += 1
+      self.host['last_return'][j] = float(returns[i])
+      self.host['episode_start'][i] = frame // self.n_envs
+      returns[i] = 0.0
+    return transition, next_obs
+
+  def log(self, frame: int, pending, fps: float):
+    for j, log in enumerate(self.logs):
+      stats = summarize([jax.tree_util.tree_map(lambda x: x[j], p) for p in pending])
+      bad = [k for k, v in stats.items() if not math.isfinite(v)]
+      if bad:
+        raise TrainingDiverged(
+            f"training diverged at frame {frame} (seed {self.seeds[j]}): {', '.join(bad)} "
+            f"became non-finite; {_kept(self.run_dir, self.cfg)}")
+      stats['frames_per_second'] = fps
+      stats['episode_return'] = self.host['last_return'][j]
+      log.write('train', frame, stats)
+
+  def evaluate(self, frame: int, agent_state):
+    returns = evaluate(self.programs.act_eval.result(), agent_state, self.eval_envs,
+                       self.cfg.eval_episodes,
+                       [vector_env.reset_seed(s + 777, frame) for s in self.seeds])
+    self.host['eval_return'] = [float(r.mean()) for r in returns]
+    for log, r in zip(self.logs, returns):
+      log.write('eval', frame, {'return_mean': r.mean(), 'return_std': r.std()})
+
+  def save(self, frame: int, loop, returns, action):
+    if not checkpoint.is_finite(loop.agent):
+      raise TrainingDiverged(f"training diverged before frame {frame}: parameters became "
+                             f"non-finite; {_kept(self.run_dir, self.cfg)}")
+    # with the next actions, so a resumed run draws no new key
+    checkpoint.save(self.mngr, frame, loop, {**self.host, 'episode_return': returns.tolist(),
+                                             'action': np.asarray(action).tolist()})
+
+  def close(self):
+    for log in getattr(self, 'logs', []):
+      log.close()
+    self.mngr.close()
+    if self.vec is not None:
+      self.vec.close()
+
+
+class _Timing:
+  """When the first update and the first periodic step finished (the start-up benchmark's
+  figures), and the frames per second of each log window."""
+
+  def __init__(self, frame: int):
+    self.first_update = self.first_periodic = None
+    self.window = (time.time(), frame)
+
+  def fps(self, frame: int) -> float:
+    now, (then, before) = time.time(), self.window
+    self.window = (now, frame)
+    return (frame - before) / max(now - then, 1e-9)
+
+
+def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _Timing):
+  cfg, programs, agent = d.cfg, d.programs, d.agent
+  step, frame, N = programs.step.result(), int(loop.frame), d.n_envs
+  returns = np.asarray(d.host.pop('episode_return'), np.float64)
+  pending = []
+  while frame < cfg.total_frames:
+    before, frame = frame, frame + N
+    if d.source.collects:
+      transition, next_obs = d.env_step(np.asarray(action), frame, returns)
+      transition['obs'] = obs
+      obs = next_obs
+    else:                           # offline: a step is an update burst on the dataset
+      transition = {k: v.reshape((-1,) + v.shape[2:]) for k, v in d.blank.items()}
+    save = (_crossed(before, frame, cfg.checkpoint_every) or frame >= cfg.total_frames
+            or bool(interrupts.received))
+    called = time.time()
+    periodic = programs.periodic and runs_periodic(
+        agent, d.source, frame, int(loop.agent.step), bool(d.source.due(None, frame)))
+    loop, action, metrics = step(loop, {k: d._shape(transition[k]) for k in TRANSITION},
+                                 np.bool_(True), d._shape(obs))
+    pending.append(metrics)
+    bar.update(N)
+    if timing.first_update is None and frame >= cfg.learning_starts:
+      jax.block_until_ready(action)
+      timing.first_update = (called, time.time())
+      if not programs.periodic:
+        programs.act_eval.start()   # in the background, now that it no longer slows the update
+    if periodic:                    # DACER's entropy estimate and α step, after its update
+      loop = programs.periodic.result()(loop)
+      if timing.first_periodic is None:
+        jax.block_until_ready(loop.agent.reg)
+        timing.first_periodic = time.time()
+        programs.act_eval.start()   # now that it no longer slows the first periodic step
+    if _crossed(before, frame, cfg.log_every) or save:
+      d.log(frame, jax.device_get(pending), timing.fps(frame))
+      pending = []
+    if _crossed(before, frame, cfg.eval_every) or frame >= cfg.total_frames:
+      d.evaluate(frame, loop.agent)
+    bar.set_postfix(ret=f"{np.mean(d.host['last_return']):.1f}",
+                    eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
+    if save:
+      d.save(frame, loop, returns, action)
+      interrupts.check()            # Ctrl-C: stop now that this frame is saved
+  interrupts.check()
+  return frame
+
+
+def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: bool = False,
+        progress: bool = True, seeds=None, source: Optional[DataSource] = None) -> Dict:
+  """Train for cfg.total_frames (from the newest checkpoint when `resume`); returns a summary.
+
+  With `seeds` (a list), the seeds train together in one program (`vmap`), each writing its logs
+  to run_dir/seed_<s>/ as a separate run with that seed would; the checkpoint holds them all.
+  Without it, one run with cfg.seed logs to run_dir itself. `source` defaults to the replay;
+  each seed steps cfg.envs_per_seed envs."""
+  t_start = time.time()
+  d = Driver(agent, cfg, env_name, run_dir, seeds if seeds is not None else [cfg.seed],
+             seeds is not None, source, cfg.envs_per_seed)
+  try:
+    loop, obs, action = d.start(resume)
+    frame = int(loop.frame)
+    d.logs = [RunLog(p, resume_frame=frame) for p in d.log_dirs]
+    timing, interrupts = _Timing(frame), Interrupts()
+    bar = tqdm(total=cfg.total_frames, initial=frame, unit='frame', disable=not progress,
+               dynamic_ncols=True, desc=f'{agent.method.name} {env_name}'
+               + (f' ×{len(d.seeds)} seeds' if d.batched else ''))
+    try:
+      frame = _train(d, loop, obs, action, interrupts, bar, timing)
+    finally:
+      interrupts.restore()
+      bar.close()
+  finally:
+    d.close()
+  for p, s in zip(d.log_dirs, d.seeds):
+    if os.path.exists(os.path.join(p, 'eval.csv')):
+      plot_learning_curve(p, f'{agent.method.name} on {env_name}'
+                          + (f' (seed {s})' if d.batched else ''))
+  return _summary(d, frame, t_start, timing)
+
+
+def _summary(d: Driver, frame: int, t_start: float, timing: _Timing) -> Dict:
+  one = (lambda v: v) if d.batched else (lambda v: v[0])
+  summary = {'frames': frame, 'eval_return': one(d.host['eval_return']),
+             'seconds': time.time() - t_start}
+  if timing.first_update is not None:
+    called, done = timing.first_update
+    summary.update(seconds_to_first_update=done - t_start, first_update_done_at=done,
+                   first_update_call_seconds=done - called)
+  if timing.first_periodic is not None:   # DACER: α's first entropy estimate
+    summary.update(first_periodic_done_at=timing.first_periodic,
+                   first_periodic_seconds=timing.first_periodic - timing.first_update[1])
+  return summary

@@ -1,0 +1,162 @@
+"""On-policy pieces against their formulas: the first epoch's PPO ratio is exactly 1 (the
+log-prob stored at collection and the one the loss recomputes come from the same distribution),
+the clipped surrogate and the clipped value loss on tiny cases, and the one-sentence refusals of
+mixes across paradigms."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowrl.compose import compile_method, method
+from flowrl.data import REPLAY, rollout_source
+from flowrl.errors import ConfigError
+from flowrl.primitives import critic, parameterization as P, regularizer as R, sampler as S
+from flowrl.primitives import signal as G
+from flowrl.primitives.base import ActorInputs, EnvSpec
+
+SPEC = EnvSpec(obs_dim=3, act_dim=6)
+ROLLOUT = rollout_source(steps=8, epochs=2, minibatches=2)
+
+
+def ppo(**kw):
+  return method(P.gaussian(hidden=(8,)), S.sampler(S.direct()), G.ppo_clip(**kw),
+                R.entropy_bonus(), critic.state_value(hidden=(8,)), name='ppo')
+
+
+def test_the_first_epochs_ratio_is_exactly_one():
+  agent = compile_method(ppo(), SPEC, ROLLOUT)
+  state = agent.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (32, SPEC.obs_dim))
+  action, extras = agent.collect(state, obs, jax.random.PRNGKey(2))
+  assert float(jnp.max(jnp.abs(action))) > 1.0          # unsquashed: the env clips, not the policy
+  np.testing.assert_allclose(extras['value'], agent.value(state, obs))
+  columns = {'obs': obs, 'action': action, 'log_prob': extras['log_prob'],
+             'advantage': jax.random.normal(jax.random.PRNGKey(3), (32,))}
+  inputs = ActorInputs(obs, action, columns, agent.policy, agent.sampler, None, None)
+  _, aux = agent.signal.loss(state.actor.params, inputs, jax.random.PRNGKey(4))
+  assert float(jnp.max(jnp.abs(aux['ratio'] - 1.0))) < 1e-5
+  assert abs(float(aux['approx_kl'])) < 1e-6 and float(aux['clip_fraction']) == 0.0
+
+
+def test_ppo_clip_equals_the_clipped_surrogate_by_hand():
+  policy = P.gaussian(hidden=(4,))(EnvSpec(2, 1))
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = jnp.array([[0.1, -0.2], [0.3, 0.0], [-0.5, 0.4], [1.0, 1.0]])
+  action = jnp.array([[0.5], [-1.5], [0.0], [2.0]])
+  dist, _ = policy.distribution(params, obs)
+  now = np.asarray(dist.log_prob(action), np.float64)
+  old = now - np.array([0.5, -0.5, 0.05, 0.0])           # ratios e^0.5, e^-0.5, e^0.05, 1
+  adv = np.array([1.0, -2.0, 3.0, -1.0])
+  columns = {'log_prob': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
+  for normalize in (False, True):
+    sig = G.ppo_clip(clip=0.2, normalize_advantage=normalize)
+    loss, aux = sig.loss(params, ActorInputs(obs, action, columns, policy, None, None, None), None)
+    a = (adv - adv.mean()) / (adv.std() + 1e-8) if normalize else adv
+    r = np.exp(now - old)
+    want = -np.mean(np.minimum(r * a, np.clip(r, 0.8, 1.2) * a))
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(aux['clip_fraction']), 0.5)      # e^±0.5 are clipped
+    np.testing.assert_allclose(float(aux['approx_kl']), np.mean((r - 1) - np.log(r)), rtol=1e-4)
+
+
+def test_the_clipped_value_loss_by_hand():
+  c = critic.state_value(hidden=(4,), clip=0.2, coefficient=0.5)(EnvSpec(2, 1))
+  params = c.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+  v = np.asarray(c.values(params, obs, None)[0], np.float64)
+  old = v + np.array([0.5, -0.5, 0.1, 0.0, 1.0])
+  ret = v + np.array([1.0, 1.0, -1.0, 0.3, 0.0])
+  loss, _ = c.loss(params, {'obs': obs, 'return': jnp.asarray(ret, jnp.float32),
+                            'value': jnp.asarray(old, jnp.float32)})
+  clipped = old + np.clip(v - old, -0.2, 0.2)
+  want = 0.5 * np.mean(np.maximum((v - ret) ** 2, (clipped - ret) ** 2))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  plain = critic.state_value(hidden=(4,), clip=0.0, coefficient=0.5)(EnvSpec(2, 1))
+  loss, _ = plain.loss(params, {'obs': obs, 'return': jnp.asarray(ret, jnp.float32),
+                                'value': jnp.asarray(old, jnp.float32)})
+  np.testing.assert_allclose(float(loss), 0.5 * np.mean((v - ret) ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize('mix, source, words', [
+    (dict(critic=critic.ensemble_q(hidden=(8,))), ROLLOUT, ["signal 'ppo_clip'", "'v'",
+                                                           "critic 'ensemble_q'", 'state_value']),
+    (dict(), REPLAY, ["signal 'ppo_clip'", "'rollout'", "source 'replay_source'",
+                      'train.source = @rollout_source()']),
+    (dict(signal=G.reparam_q(), regularizer=R.no_regularizer()), ROLLOUT,
+     ["signal 'reparam_q'", "critic 'state_value'", "'q'"]),
+    (dict(signal=G.reparam_q(), regularizer=R.no_regularizer(),
+          critic=critic.ensemble_q(hidden=(8,))), ROLLOUT,
+     ["critic 'ensemble_q'", "'transitions'", "source 'rollout_source'", '@replay_source()']),
+])
+def test_mixes_across_paradigms_are_one_sentence(mix, source, words):
+  with pytest.raises(ConfigError) as e:
+    compile_method(ppo()._replace(**mix), SPEC, source)
+  msg = str(e.value)
+  assert msg.count('.') >= 1 and '\n' not in msg
+  for w in words:
+    assert w in msg, (w, msg)
+
+
+def test_a_rollout_through_the_driver_has_hand_computed_gae_across_resets(tmp_path):
+  """One rollout of 64 steps on InvertedPendulum-v5 (a Gaussian policy at σ = 1 drops the pole
+  within a few steps: terminations), with a time limit forced at env step 30 (a truncation), both
+  followed by the vector env's same-step autoreset. The stored advantages equal GAE computed here
+  by hand: a termination stops bootstrapping, the truncation bootstraps from V(its final
+  observation) and not from the next episode's first, which is the next row's obs. The learning
+  rates are ~0, so the critic that prepared the rollout is the one read here."""
+  from flowrl import run as cli
+  from flowrl.runtime import checkpoint, driver
+  from flowrl.compose.step import init_loop, make_source
+  cli.parse_config(['gin/ppo.gin'], [
+      'env.name="InvertedPendulum-v5"', 'train.total_frames=64', 'rollout_source.steps=64',
+      'rollout_source.minibatches=4', 'rollout_source.epochs=1', 'train.eval_every=1000',
+      'train.checkpoint_every=64', 'actor_optimizer.learning_rate=1e-30',
+      'critic_optimizer.learning_rate=1e-30', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)'])
+  agent, cfg, env_name = cli.build()
+  real_make_env, seen = driver.make_env, []
+
+  def make(name, seed):
+    env = real_make_env(name, seed)
+    if seed == cfg.seed:
+      step = env.step
+
+      def forced(action):
+        obs, r, term, trunc, info = step(action)
+        seen.append(obs)
+        return (obs, r, term, True, info) if len(seen) == 30 and not term else (obs, r, term, trunc, info)
+      env.step = forced
+    return env
+
+  driver.make_env = make
+  try:
+    driver.run(agent, cfg, env_name, str(tmp_path), progress=False)
+  finally:
+    driver.make_env = real_make_env
+  mngr = checkpoint.manager(str(tmp_path))
+  try:
+    loop, _ = checkpoint.restore(mngr, jax.eval_shape(
+        lambda: init_loop(agent, make_source(agent, cfg), cfg.seed)))
+  finally:
+    mngr.close()
+  d = {k: np.asarray(v)[:, 0] for k, v in loop.data.data.items()}           # env 0: [T, ...]
+  term, trunc = d['terminated'], d['truncated']
+  assert term.sum() >= 2 and trunc[29] == 1 and term[29] == 0
+  np.testing.assert_allclose(d['next_obs'][29], seen[29], atol=1e-6)        # the final obs
+  assert not np.allclose(d['obs'][30], seen[29])                            # a new episode
+  v_next = np.asarray(agent.value(loop.agent, jnp.asarray(d['next_obs'])), np.float64)
+  gamma, lam = 0.99, 0.95
+  adv, running = np.zeros(64), 0.0
+  for t in reversed(range(64)):
+    done = max(term[t], trunc[t])
+    bootstrap = v_next[t] if (not done or trunc[t]) and not term[t] else 0.0
+    delta = d['reward'][t] + gamma * bootstrap - d['value'][t]
+    running = delta + gamma * lam * (1 - done) * running
+    adv[t] = running
+  np.testing.assert_allclose(np.asarray(loop.data.advantages)[:, 0], adv, rtol=1e-4, atol=1e-4)
+
+
+def test_a_rollout_that_does_not_split_into_minibatches_is_refused_at_start():
+  from flowrl import run as cli
+  cli.parse_config(['gin/ppo.gin'], ['rollout_source.minibatches=3'])
+  with pytest.raises(ConfigError, match='2048 rows do not split into 3 equal minibatches'):
+    cli.build()
