@@ -111,7 +111,8 @@ def test_a_rollout_through_the_driver_has_hand_computed_gae_across_resets(tmp_pa
       'env.name="InvertedPendulum-v5"', 'train.total_frames=64', 'rollout_source.steps=64',
       'rollout_source.minibatches=4', 'rollout_source.epochs=1', 'train.eval_every=1000',
       'train.checkpoint_every=64', 'actor_optimizer.learning_rate=1e-30',
-      'critic_optimizer.learning_rate=1e-30', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)'])
+      'critic_optimizer.learning_rate=1e-30', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)',
+      'Method.normalize_obs=False'])   # statistics that move after the burst would change V here
   agent, cfg, env_name = cli.build()
   real_make_env, seen = driver.make_env, []
 
@@ -155,8 +156,59 @@ def test_a_rollout_through_the_driver_has_hand_computed_gae_across_resets(tmp_pa
   np.testing.assert_allclose(np.asarray(loop.data.advantages)[:, 0], adv, rtol=1e-4, atol=1e-4)
 
 
-def test_a_rollout_that_does_not_split_into_minibatches_is_refused_at_start():
+@pytest.mark.parametrize('binding, words', [
+    ('rollout_source.minibatches=3', '2048 rows do not split into 3 equal minibatches'),
+    ('train.random_frames=1000', 'it takes no uniform warm-up')])
+def test_rollout_settings_that_cannot_work_are_refused_at_start(binding, words):
   from flowrl import run as cli
-  cli.parse_config(['gin/ppo.gin'], ['rollout_source.minibatches=3'])
-  with pytest.raises(ConfigError, match='2048 rows do not split into 3 equal minibatches'):
+  cli.parse_config(['gin/ppo.gin'], [binding])
+  with pytest.raises(ConfigError, match=words):
     cli.build()
+
+
+def test_running_obs_statistics_equal_numpys_over_every_batch_merged():
+  from flowrl.primitives import normalization as N
+  rng = np.random.default_rng(0)
+  batches = [rng.normal(3.0, 2.0, size=(n, 4)).astype(np.float32) for n in (5, 17, 1, 40)]
+  norm = N.init(4)
+  for i, b in enumerate(batches):
+    norm = N.observe(norm, jnp.asarray(b))
+    if i % 2:                                          # merged every other batch, as bursts do
+      norm = N.merge(norm)
+  norm = N.merge(N.merge(norm))                        # a merge of nothing changes nothing
+  every = np.concatenate(batches)
+  np.testing.assert_allclose(norm.stats.mean, every.mean(0), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(norm.stats.var, every.var(0), rtol=1e-3)
+  np.testing.assert_allclose(float(norm.stats.count), len(every) + 1e-4, rtol=1e-6)
+  x = jnp.asarray(every[:3])
+  np.testing.assert_allclose(N.normalize(norm, x), np.clip(
+      (every[:3] - norm.stats.mean) / np.sqrt(norm.stats.var + 1e-8), -10, 10), rtol=1e-5)
+
+
+def test_with_obs_normalization_each_rollout_trains_on_the_statistics_it_was_collected_with():
+  """PPO with Method.normalize_obs through the step: statistics move only after a burst (to the
+  rollout's observations), so every burst's first minibatch has ratio 1 exactly."""
+  from flowrl.compose import step as loop_step
+  agent = compile_method(ppo()._replace(normalize_obs=True), SPEC, ROLLOUT)
+  cfg = loop_step.TrainConfig(total_frames=32, random_frames=0, learning_starts=0,
+                              source=ROLLOUT)
+  source = loop_step.make_source(agent, cfg)
+  step = jax.jit(loop_step.make_frame_step(agent, source, cfg))
+  loop = loop_step.init_loop(agent, source, 0)
+  rng = np.random.default_rng(1)
+  obs = (5.0 + 3.0 * rng.normal(size=(17, 1, SPEC.obs_dim))).astype(np.float32)
+  z = lambda *shape: np.zeros((1,) + shape, np.float32)
+  row = lambda t, a: {'obs': obs[t], 'action': np.asarray(a), 'reward': z(), 'next_obs': obs[t + 1],
+                      'terminated': z(), 'truncated': z()}
+  loop, action, _ = step(loop, row(0, z(SPEC.act_dim)), jnp.bool_(False), obs[0])
+  bursts = []
+  for t in range(16):
+    loop, action, metrics = step(loop, row(t, action), jnp.bool_(True), obs[t + 1])
+    if float(metrics['updated'][0]):
+      bursts.append((t, metrics))
+      seen = obs[:t + 1, 0]
+      np.testing.assert_allclose(loop.agent.obs_norm.stats.mean, seen.mean(0), rtol=1e-3)
+  assert [t for t, _ in bursts] == [7, 15]
+  for _, m in bursts:
+    assert abs(float(m['actor/ratio'][0]) - 1.0) < 1e-5
+    assert abs(float(m['actor/approx_kl'][0])) < 1e-6

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from flowrl.compose.method import Method, actor_optimizer, critic_optimizer, validate
+from flowrl.primitives import normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
 from flowrl.primitives.critic import Batch
 from flowrl.primitives.sampler import best_of_n, draw
@@ -48,6 +49,7 @@ class TrainState(NamedTuple):
   critic: CriticState
   reg: Any                 # regularizer-owned state (temperature)
   signal: Any = ()         # signal-owned state (DPMD's frozen particle policy)
+  obs_norm: Any = ()       # running observation statistics, where the method normalizes
 
 
 class Agent(NamedTuple):
@@ -67,6 +69,8 @@ class Agent(NamedTuple):
   collect: Optional[Callable] = None   # (state, obs, key) -> (action, extras {name: [B, ...]})
   extras: Any = None       # {name: per-row shape} of what `collect` returns beside the action
   value: Optional[Callable] = None     # (state, obs) -> V(obs) [B], where the critic provides 'v'
+  observe: Optional[Callable] = None   # (state, obs [N, O]) -> state: accumulate stored obs
+  settle: Optional[Callable] = None    # (state) -> state: merge them, after an update burst
 
 
 def cond_or_pass(pred, fn, passthrough, *operands):
@@ -244,7 +248,8 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
         do_actor, actor_step, unchanged, state, batch, columns, actor_key)
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()}, **actor_metrics,
                'actor_updated': do_actor.astype(jnp.float32)}
-    new_state = TrainState(state.step + 1, actor, critic_state, reg_state, signal_state)
+    new_state = state._replace(step=state.step + 1, actor=actor, critic=critic_state,
+                               reg=reg_state, signal=signal_state)
     return new_state, writes, metrics
 
   def collect(state: TrainState, obs, key):
@@ -261,7 +266,30 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   onpolicy = 'v' in critic.provides
   update = (_onpolicy_update(method, policy, sampler, signal, reg, critic, actor_opt, critic_opt)
             if onpolicy else offpolicy_update)
-  return Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update,
-               periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
-               signal.columns, collect, {'log_prob': (), 'value': ()} if onpolicy else {},
-               value if onpolicy else None)
+  agent = Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update,
+                periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
+                signal.columns, collect, {'log_prob': (), 'value': ()} if onpolicy else {},
+                value if onpolicy else None)
+  return _normalizing_obs(agent) if method.normalize_obs else agent
+
+
+def _normalizing_obs(agent: Agent) -> Agent:
+  """The agent with every observation it reads normalized by running statistics kept in its
+  state (`flowrl.primitives.normalization`): acting, values, updates and the periodic step."""
+  norm = lambda state, obs: normalization.normalize(state.obs_norm, obs)
+
+  def update(state, columns, key):
+    cols = {**columns, **{k: norm(state, columns[k]) for k in ('obs', 'next_obs') if k in columns}}
+    return agent.update(state, cols, key)
+
+  return agent._replace(
+      init=lambda key: agent.init(key)._replace(obs_norm=normalization.init(agent.spec.obs_dim)),
+      act=lambda state, obs, key, deterministic=False: agent.act(state, norm(state, obs), key,
+                                                                 deterministic),
+      collect=lambda state, obs, key: agent.collect(state, norm(state, obs), key),
+      value=agent.value and (lambda state, obs: agent.value(state, norm(state, obs))),
+      periodic=agent.periodic and (lambda state, obs, key: agent.periodic(state, norm(state, obs),
+                                                                          key)),
+      update=update,
+      observe=lambda state, obs: state._replace(obs_norm=normalization.observe(state.obs_norm, obs)),
+      settle=lambda state: state._replace(obs_norm=normalization.merge(state.obs_norm)))

@@ -84,16 +84,17 @@ class Method(NamedTuple):
   gamma: float = 0.99
   reward_scale: float = 1.0
   name: str = 'method'
+  normalize_obs: bool = False  # running mean/std of observations (PPO on MuJoCo)
 
 
 @gin.configurable('Method', module='flowrl')
 def method(policy=gin.REQUIRED, sampler=gin.REQUIRED, signal=gin.REQUIRED,
            regularizer=gin.REQUIRED, critic=gin.REQUIRED, actor_every: int = 1,
            target_actor: bool = False, tau: float = 0.005, gamma: float = 0.99,
-           reward_scale: float = 1.0, name: str = 'method') -> Method:
+           reward_scale: float = 1.0, name: str = 'method', normalize_obs: bool = False) -> Method:
   """One choice per axis of the taxonomy plus training-structure settings (see Method)."""
   return Method(policy, sampler, signal, regularizer, critic, actor_every, target_actor, tau,
-                gamma, reward_scale, name)
+                gamma, reward_scale, name, normalize_obs)
 
 
 def _providers(axis: str, cap: str, spec: EnvSpec):

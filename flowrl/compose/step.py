@@ -82,6 +82,8 @@ def fused_updates(agent: Agent, source: DataSource):
     data = source.prepare(data, agent.value and (lambda obs: agent.value(state, obs)))
     idx = source.batches(data, keys[:, 0])
     (state, data), metrics = jax.lax.scan(one, (state, data), (idx, keys[:, 1]))
+    if agent.settle:                   # observation statistics move only between bursts
+      state = agent.settle(state)
     return state, source.finish(data), metrics
 
   return run
@@ -98,8 +100,11 @@ def make_frame_step(agent: Agent, source: DataSource, cfg: TrainConfig, envs: in
     frame = loop.frame + valid.astype(jnp.int32) * envs
     key, update_key, act_key = jax.random.split(loop.key, 3)
     do_update = valid & source.due(data, frame)
+    state = loop.agent
+    if agent.observe:
+      state = jax.lax.cond(valid, agent.observe, lambda s, o: s, state, transition['obs'])
     state, data, metrics = cond_or_pass(do_update, run, lambda s, d, k: (s, d),
-                                        loop.agent, data, update_key)
+                                        state, data, update_key)
     metrics = {**metrics, 'updated': jnp.broadcast_to(do_update.astype(jnp.float32), (source.n,))}
     uniform = jax.random.uniform(act_key, (envs, agent.spec.act_dim), minval=-1.0, maxval=1.0)
     no_extras = jax.tree_util.tree_map(jnp.zeros_like, loop.extras)
@@ -142,7 +147,7 @@ def seed_axes(source: DataSource) -> LoopState:
   (warm-up, delayed actor steps, SDAC's α step every 250 updates) remains a real branch under
   `vmap` instead of a select of both sides; the host reads the update counter to schedule the
   periodic step."""
-  return LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, signal=0),
+  return LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, signal=0, obs_norm=0),
                    data=source.seed_axes, key=0, frame=None, extras=0)
 
 

@@ -100,9 +100,13 @@ def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
     return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches)
 
   def check(cfg):
+    from flowrl.errors import ConfigError
+    if cfg.random_frames:
+      raise ConfigError(f'train.random_frames = {cfg.random_frames} with rollout_source: an '
+                        f'on-policy method learns from its own actions and their log-probs, so '
+                        f'it takes no uniform warm-up; bind train.random_frames = 0.')
     rows = steps * cfg.envs_per_seed
     if rows % minibatches:
-      from flowrl.errors import ConfigError
       raise ConfigError(f'rollout_source: {steps} steps × {cfg.envs_per_seed} envs = {rows} rows do '
                         f'not split into {minibatches} equal minibatches; choose a divisor of {rows}.')
 

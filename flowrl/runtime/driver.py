@@ -106,7 +106,8 @@ class Driver:
     obs, fresh = self._replay(loop)    # resumed: bring the envs back to this frame
     action = np.asarray(self.host.pop('action'), np.float32)   # the saved run's choice for obs
     for i in fresh:
-      self.host['episode_start'][i], self.host['episode_return'][i] = int(loop.frame) // self.n_envs, 0.0
+      self.host['episode_start'][i] = int(loop.frame) // self.n_envs
+      self.host['episode_return'][i] = 0.0
     if fresh:                          # an env began a new episode: choose for its new obs
       loop, action, _ = step(loop, self.blank, np.bool_(False), self._shape(obs))
     return loop, obs, action

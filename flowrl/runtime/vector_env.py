@@ -75,8 +75,10 @@ def replay_episodes(vec, starts: List[int], step: int, actions: Callable, stored
       for a in (acts if acts is not None else []):
         o = env.step(a)[0]
       if acts is None or not np.allclose(o, stored(i), rtol=1e-5, atol=1e-5):
-        warnings.warn(f'replaying the episode in progress did not reproduce its last observation '
-                      f'(env {i}); it starts a new episode at frame {step * envs} instead.')
+        why = ('its actions are no longer stored' if acts is None else
+               'replaying it did not reproduce its last observation')
+        warnings.warn(f'the episode in progress of env {i} cannot be resumed ({why}); it starts '
+                      f'a new episode at frame {step * envs} instead.')
         env.steps = step
         o, _ = env.reset()
         fresh.append(i)
