@@ -71,6 +71,7 @@ def list_primitives() -> str:
   from flowrl.compose import step as train_step
   method_module = importlib.import_module('flowrl.compose.method')  # the package re-exports a
                                                                     # function of the same name
+  from flowrl import data
   from flowrl.envs import registry
   from flowrl.primitives import REGISTRY, initializers, networks, sampler, schedules
   from flowrl.primitives.base import describe
@@ -86,6 +87,8 @@ def list_primitives() -> str:
                    ('cosine_schedule', schedules.cosine_schedule),
                    ('linear_schedule', schedules.linear_schedule),
                    ('train', train_step.TrainConfig), ('env', registry.env),
+                   ('replay_source', data.replay_source),
+                   ('rollout_source', data.rollout_source),
                    ('per_task', registry.per_task),
                    ('initializers', initializers.initializers),
                    ('orthogonal', initializers.orthogonal),

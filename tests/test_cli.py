@@ -43,7 +43,9 @@ def test_list_prints_every_axis_with_parameters():
   assert out.returncode == 0
   for w in ('policy:', 'sampler:', 'signal:', 'regularizer:', 'critic:', 'vp_diffusion(',
             'ddpm(clip_denoised=True)', 'q_score_matching(score_scale=50.0', 'exact_entropy(',
-            'distributional_q(', 'action_gradient(steps=20'):
+            'distributional_q(', 'action_gradient(steps=20', 'ppo_clip(clip=0.2',
+            'state_value(', 'rollout_source(steps=2048, epochs=10, minibatches=32',
+            'replay_source()'):
     assert w in out.stdout, w
 
 
