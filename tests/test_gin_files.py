@@ -28,19 +28,20 @@ TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserN
         'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3']
 
 
-def _same_numbers_as_golden(name, seen):
+def _same_numbers_as_golden(name, seen, path=GOLDEN, atol=1e-5):
+  """`seen` against the golden numbers of `name` in `path` (rewritten with FLOWRL_WRITE_GOLDEN)."""
   import json
-  golden = json.load(open(GOLDEN)) if os.path.exists(GOLDEN) else {}
+  golden = json.load(open(path)) if os.path.exists(path) else {}
   if os.environ.get('FLOWRL_WRITE_GOLDEN'):
     golden[name] = seen
-    with open(GOLDEN, 'w') as f:
+    with open(path, 'w') as f:
       json.dump(golden, f, indent=1, sort_keys=True)
     return
   assert name in golden, f'{name} has no golden numbers; see this module\'s docstring'
   assert sorted(seen) == sorted(golden[name]), 'the metrics reported changed'
   # equal within float tolerance: XLA may fuse differently on another CPU
   np.testing.assert_allclose([seen[k] for k in sorted(seen)],
-                             [golden[name][k] for k in sorted(seen)], rtol=2e-3, atol=1e-5,
+                             [golden[name][k] for k in sorted(seen)], rtol=2e-3, atol=atol,
                              err_msg=name)
 
 

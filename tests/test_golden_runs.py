@@ -6,15 +6,13 @@ written-back actions, DACER's periodic entropy step, evaluation). A refactor of 
 changes a number fails here. After a deliberate change, rewrite the file with
 FLOWRL_WRITE_GOLDEN=1 python -m pytest tests/test_golden_runs.py and say why in the commit."""
 import csv
-import json
 import os
 
-import numpy as np
 import pytest
 
 from flowrl import run as cli
 from flowrl.runtime import driver
-from tests.test_gin_files import TINY
+from tests.test_gin_files import TINY, _same_numbers_as_golden
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, 'tests', 'golden_runs.json')
@@ -38,14 +36,4 @@ def test_a_short_run_gives_the_golden_numbers(name, tmp_path):
   driver.run(agent, cfg, env_name, str(tmp_path), progress=False, seeds=SEEDS)
   seen = {f'seed_{s}/{kind}/{k}': v for s in SEEDS for kind in ('train', 'eval')
           for k, v in _table(os.path.join(tmp_path, f'seed_{s}', f'{kind}.csv')).items()}
-  golden = json.load(open(GOLDEN)) if os.path.exists(GOLDEN) else {}
-  if os.environ.get('FLOWRL_WRITE_GOLDEN'):
-    golden[name] = seen
-    with open(GOLDEN, 'w') as f:
-      json.dump(golden, f, indent=1, sort_keys=True)
-    return
-  assert name in golden, f"{name} has no golden numbers; see this module's docstring"
-  assert sorted(seen) == sorted(golden[name]), 'the logged columns or frames changed'
-  keys = sorted(seen)
-  np.testing.assert_allclose([seen[k] for k in keys], [golden[name][k] for k in keys],
-                             rtol=2e-3, atol=1e-4, err_msg=name)
+  _same_numbers_as_golden(name, seen, GOLDEN, atol=1e-4)

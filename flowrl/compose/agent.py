@@ -270,26 +270,4 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
                 periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
                 signal.columns, collect, {'log_prob': (), 'value': ()} if onpolicy else {},
                 value if onpolicy else None)
-  return _normalizing_obs(agent) if method.normalize_obs else agent
-
-
-def _normalizing_obs(agent: Agent) -> Agent:
-  """The agent with every observation it reads normalized by running statistics kept in its
-  state (`flowrl.primitives.normalization`): acting, values, updates and the periodic step."""
-  norm = lambda state, obs: normalization.normalize(state.obs_norm, obs)
-
-  def update(state, columns, key):
-    cols = {**columns, **{k: norm(state, columns[k]) for k in ('obs', 'next_obs') if k in columns}}
-    return agent.update(state, cols, key)
-
-  return agent._replace(
-      init=lambda key: agent.init(key)._replace(obs_norm=normalization.init(agent.spec.obs_dim)),
-      act=lambda state, obs, key, deterministic=False: agent.act(state, norm(state, obs), key,
-                                                                 deterministic),
-      collect=lambda state, obs, key: agent.collect(state, norm(state, obs), key),
-      value=agent.value and (lambda state, obs: agent.value(state, norm(state, obs))),
-      periodic=agent.periodic and (lambda state, obs, key: agent.periodic(state, norm(state, obs),
-                                                                          key)),
-      update=update,
-      observe=lambda state, obs: state._replace(obs_norm=normalization.observe(state.obs_norm, obs)),
-      settle=lambda state: state._replace(obs_norm=normalization.merge(state.obs_norm)))
+  return normalization.normalizing_agent(agent) if method.normalize_obs else agent

@@ -54,3 +54,25 @@ def merge(norm: ObsNorm) -> ObsNorm:
 def normalize(norm: ObsNorm, obs: jax.Array, clip: float = 10.0) -> jax.Array:
   s = norm.stats
   return jnp.clip((obs - s.mean) / jnp.sqrt(s.var + 1e-8), -clip, clip)
+
+
+def normalizing_agent(agent):
+  """The agent with every observation it reads normalized by running statistics kept in its
+  state (`flowrl.primitives.normalization`): acting, values, updates and the periodic step."""
+  norm = lambda state, obs: normalize(state.obs_norm, obs)
+
+  def update(state, columns, key):
+    cols = {**columns, **{k: norm(state, columns[k]) for k in ('obs', 'next_obs') if k in columns}}
+    return agent.update(state, cols, key)
+
+  return agent._replace(
+      init=lambda key: agent.init(key)._replace(obs_norm=init(agent.spec.obs_dim)),
+      act=lambda state, obs, key, deterministic=False: agent.act(state, norm(state, obs), key,
+                                                                 deterministic),
+      collect=lambda state, obs, key: agent.collect(state, norm(state, obs), key),
+      value=agent.value and (lambda state, obs: agent.value(state, norm(state, obs))),
+      periodic=agent.periodic and (lambda state, obs, key: agent.periodic(state, norm(state, obs),
+                                                                          key)),
+      update=update,
+      observe=lambda state, obs: state._replace(obs_norm=observe(state.obs_norm, obs)),
+      settle=lambda state: state._replace(obs_norm=merge(state.obs_norm)))

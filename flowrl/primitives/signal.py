@@ -127,7 +127,7 @@ def ppo_clip(clip: float = 0.2, normalize_advantage: bool = True) -> Signal:
     surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
     try:
       entropy = dist.entropy()
-    except NotImplementedError:        # a squashed Gaussian: a one-sample estimate −log π(a′|s)
+    except NotImplementedError:        # no closed form (a squashed Gaussian): −log π(a′|s), a′ ~ π
       entropy = -dist.sample_and_log_prob(seed=key)[1]
     return -jnp.mean(surrogate), {
         'entropy': entropy, 'ratio': ratio,
