@@ -31,6 +31,7 @@ if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAME = 'config.gin'
 SEEDS_NAME = 'seeds.json'
+INIT_FROM_NAME = 'init_from.json'
 
 
 def _parser():
@@ -40,6 +41,9 @@ def _parser():
   p.add_argument('--bind', action='append', default=[], help="gin binding 'name.param=value'")
   p.add_argument('--list', action='store_true', help='list primitives per axis and exit')
   p.add_argument('--resume', metavar='RUN_DIR', help='continue this run from its checkpoint')
+  p.add_argument('--init-from', metavar='RUN_DIR',
+                 help="start from another run's actor (and critic where it fits), e.g. to "
+                      'fine-tune a pretrained policy')
   p.add_argument('--logdir', default='runs', help='parent folder of run folders')
   p.add_argument('--run-dir', help='this exact run folder (created) instead of one under --logdir')
   p.add_argument('--seeds', help='N seeds from train.seed on, or a list A,B,...: trained together')
@@ -235,6 +239,12 @@ def main(argv=None) -> int:
     agent, cfg, env_name = build()
     if not args.resume:
       seeds = parse_seeds(args.seeds, cfg.seed)
+    init_from = args.init_from
+    if args.resume and os.path.exists(os.path.join(run_dir, INIT_FROM_NAME)):
+      init_from = json.load(open(os.path.join(run_dir, INIT_FROM_NAME)))   # no checkpoint yet
+    if init_from:
+      from flowrl.runtime.init_from import check_run_dir
+      check_run_dir(init_from)
   except ConfigError as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 2
@@ -252,6 +262,9 @@ def main(argv=None) -> int:
     if seeds is not None:
       with open(os.path.join(run_dir, SEEDS_NAME), 'w') as f:
         json.dump(seeds, f)
+    if init_from:
+      with open(os.path.join(run_dir, INIT_FROM_NAME), 'w') as f:
+        json.dump(os.path.abspath(init_from), f)
     with open(os.path.join(run_dir, CONFIG_NAME), 'w') as f:   # every binding, for --resume
       f.write(gin.config_str())
     with open(os.path.join(run_dir, 'operative_config.gin'), 'w') as f:  # values actually used
@@ -259,11 +272,11 @@ def main(argv=None) -> int:
   print(f'run folder: {run_dir}', file=sys.stderr)
   try:
     summary = run(agent, cfg, env_name, run_dir, resume=bool(args.resume),
-                  progress=not args.no_progress, seeds=seeds)
+                  progress=not args.no_progress, seeds=seeds, init_from=init_from)
   except TrainingDiverged as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 3
-  except CheckpointMismatch as e:
+  except (CheckpointMismatch, ConfigError) as e:
     print(f'flowrl: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:

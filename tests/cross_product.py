@@ -20,7 +20,8 @@ TINY = ['DenoiserNet.hidden=(8,)', 'DenoiserNet.obs_hidden=(4,)', 'DenoiserNet.t
         'reverse_sampling.num_samples=3', 'reverse_sampling_grad.num_samples=3',
         'q_weighted_particles.num_particles=3', 'best_sample_advantage.num_samples=3',
         'uniform_denoising.num_actions=2', 'action_gradient.steps=2',
-        'combined.parts=[@kl_to_uniform(), @noise_entropy()]']
+        'combined.parts=[@kl_to_uniform(), @noise_entropy()]', 'coupled_flow.hidden=(8,)',
+        'coupled_flow.steps=2', 'fpo_ratio.samples=2']
 OBS, ACT, BATCH = 3, 2, 4
 
 

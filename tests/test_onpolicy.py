@@ -11,7 +11,7 @@ from flowrl.compose import compile_method, method
 from flowrl.data import REPLAY, rollout_source
 from flowrl.errors import ConfigError
 from flowrl.primitives import critic, parameterization as P, regularizer as R, sampler as S
-from flowrl.primitives import signal as G
+from flowrl.primitives import policy_gradient as PG, signal as G
 from flowrl.primitives.base import ActorInputs, EnvSpec
 
 SPEC = EnvSpec(obs_dim=3, act_dim=6)
@@ -19,7 +19,7 @@ ROLLOUT = rollout_source(steps=8, epochs=2, minibatches=2)
 
 
 def ppo(**kw):
-  return method(P.gaussian(hidden=(8,)), S.sampler(S.direct()), G.ppo_clip(**kw),
+  return method(P.gaussian(hidden=(8,)), S.sampler(S.direct()), PG.ppo_clip(**kw),
                 R.entropy_bonus(), critic.state_value(hidden=(8,)), name='ppo')
 
 
@@ -49,7 +49,7 @@ def test_ppo_clip_equals_the_clipped_surrogate_by_hand():
   adv = np.array([1.0, -2.0, 3.0, -1.0])
   columns = {'log_prob': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
   for normalize in (False, True):
-    sig = G.ppo_clip(clip=0.2, normalize_advantage=normalize)
+    sig = PG.ppo_clip(clip=0.2, normalize_advantage=normalize)
     loss, aux = sig.loss(params, ActorInputs(obs, action, columns, policy, None, None, None), None)
     a = (adv - adv.mean()) / (adv.std() + 1e-8) if normalize else adv
     r = np.exp(now - old)
@@ -212,3 +212,71 @@ def test_with_obs_normalization_each_rollout_trains_on_the_statistics_it_was_col
   for _, m in bursts:
     assert abs(float(m['actor/ratio'][0]) - 1.0) < 1e-5
     assert abs(float(m['actor/approx_kl'][0])) < 1e-6
+
+
+def test_reward_normalization_divides_by_the_running_std_of_discounted_returns():
+  """Two rollouts through `normalized_rewards` against a hand computation of gymnasium's
+  NormalizeReward statistics: G ← γ·G·(1 − terminated) + r per env, carried across rollouts, the
+  variance of every G seen (prior count 1e-4, variance 1), rewards / sqrt(var + 1e-8) clipped."""
+  from flowrl.data.rollout import normalized_rewards
+  from flowrl.primitives import normalization as N
+  rng = np.random.default_rng(0)
+  gamma, g, stats, seen = 0.9, jnp.zeros(3), N.init(1), []
+  hand_g = np.zeros(3)
+  for _ in range(2):
+    r = rng.normal(2.0, 3.0, size=(5, 3)).astype(np.float32)
+    term = (rng.uniform(size=(5, 3)) < 0.2).astype(np.float32)
+    scaled, g, stats = normalized_rewards(jnp.asarray(r), jnp.asarray(term), g, stats, gamma)
+    for t in range(5):
+      hand_g = hand_g * gamma * (1 - term[t]) + r[t]
+      seen.extend(hand_g)
+    np.testing.assert_allclose(g, hand_g, rtol=1e-5)
+    x = np.asarray(seen, np.float64)
+    count = len(x) + 1e-4                                  # gymnasium's RunningMeanStd prior
+    var = (1e-4 * 1.0 + np.sum((x - x.mean()) ** 2) + 1e-4 * len(x) / count * x.mean() ** 2) / count
+    np.testing.assert_allclose(float(stats.stats.var[0]), var, rtol=1e-4)
+    np.testing.assert_allclose(scaled, np.clip(r / np.sqrt(var + 1e-8), -10, 10), rtol=1e-4)
+
+
+def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
+  """A PPO run's checkpoint starts a second run (learning rates ~0, so its parameters stay put):
+  after its first rollout the second run's actor and critic are the first run's and its
+  observation statistics continue the first's; a policy of other widths is refused in one
+  sentence naming the parameter."""
+  from flowrl import run as cli
+  from flowrl.compose.step import init_loop, make_source
+  from flowrl.runtime import checkpoint, driver
+  from flowrl.runtime.init_from import read_checkpoint, transplant
+  base = ['env.name="InvertedPendulum-v5"', 'rollout_source.steps=64', 'rollout_source.minibatches=4',
+          'rollout_source.epochs=1', 'train.eval_every=1000', 'train.checkpoint_every=64',
+          'train.total_frames=64', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)']
+
+  def restored(run_dir, agent, cfg):
+    mngr = checkpoint.manager(run_dir)
+    try:
+      return checkpoint.restore(mngr, jax.eval_shape(
+          lambda: init_loop(agent, make_source(agent, cfg), cfg.seed)))[0].agent
+    finally:
+      mngr.close()
+
+  cli.parse_config(['gin/ppo.gin'], base)
+  agent, cfg, env_name = cli.build()
+  driver.run(agent, cfg, env_name, str(tmp_path / 'a'), progress=False)
+  first = restored(str(tmp_path / 'a'), agent, cfg)
+  cli.parse_config(['gin/ppo.gin'], base + ['train.seed=5', 'actor_optimizer.learning_rate=1e-30',
+                                            'critic_optimizer.learning_rate=1e-30'])
+  agent, cfg, env_name = cli.build()
+  driver.run(agent, cfg, env_name, str(tmp_path / 'b'), progress=False,
+             init_from=str(tmp_path / 'a'))
+  second = restored(str(tmp_path / 'b'), agent, cfg)
+  for a, b in ((first.actor.params, second.actor.params),
+               (first.critic.params, second.critic.params)):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
+  # the statistics continue the first run's: its 64 observations, then this run's 64
+  np.testing.assert_allclose(second.obs_norm.stats.count, float(first.obs_norm.stats.count) + 64)
+  cli.parse_config(['gin/ppo.gin'], base + ['gaussian.hidden=(16,)'])
+  other, _, _ = cli.build()
+  with pytest.raises(ConfigError) as e:
+    transplant(other.init(jax.random.PRNGKey(0)), read_checkpoint(str(tmp_path / 'a'))[0],
+               str(tmp_path / 'a'), 0)
+  assert 'shape' in str(e.value) and 'linear_0' in str(e.value) and '\n' not in str(e.value)

@@ -23,7 +23,8 @@ import jax.extend
 import jax.numpy as jnp
 import optax
 
-from flowrl.compose.method import Method, actor_optimizer, critic_optimizer, validate
+from flowrl.compose.method import (Method, actor_optimizer, adapt_to_kl, critic_optimizer,
+                                  validate)
 from flowrl.primitives import normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
 from flowrl.primitives.critic import Batch
@@ -187,7 +188,10 @@ def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor
 
     (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
     updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)
-    actor = a._replace(params=optax.apply_updates(a.params, updates), opt_state=opt_state)
+    actor = a._replace(params=optax.apply_updates(a.params, updates),
+                       opt_state=adapt_to_kl(opt_state, aux['approx_kl']))
+    critic_state = critic_state._replace(
+        opt_state=adapt_to_kl(critic_state.opt_state, aux['approx_kl']))
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()},
                'actor/loss': signal_loss, **{f'actor/{k}': v for k, v in _scalars(aux, ()).items()},
                'actor_updated': jnp.float32(1.0)}
@@ -253,12 +257,13 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
     return new_state, writes, metrics
 
   def collect(state: TrainState, obs, key):
-    """The behaviour action and what the data source stores beside it: nothing off-policy; an
-    on-policy method's log-prob of the action and V(obs) at collection."""
+    """The behaviour action and what the data source stores beside it: nothing off-policy; on
+    policy, what the signal re-scores the action with (`Signal.collect`: its log-prob, a chain
+    and its step log-probs, FPO's (t, ε, ℓ)) and V(obs) at collection."""
     if not onpolicy:
       return act(state, obs, key, False), {}
-    out = draw(sampler, policy, state.actor.params, obs, key)
-    return out.action, {'log_prob': out.log_prob, 'value': value(state, obs)}
+    action, extras = signal.collect(policy, sampler, state.actor.params, obs, key)
+    return action, {**extras, 'value': value(state, obs)}
 
   def value(state: TrainState, obs):
     return critic.values(state.critic.params, obs, None)[0]
@@ -266,8 +271,12 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   onpolicy = 'v' in critic.provides
   update = (_onpolicy_update(method, policy, sampler, signal, reg, critic, actor_opt, critic_opt)
             if onpolicy else offpolicy_update)
+  extras = {}
+  if onpolicy:       # per-row shapes of what collect stores, from one traced observation
+    one = jax.eval_shape(lambda k: collect(init(k), jnp.zeros((1, spec.obs_dim)), k),
+                         jax.random.PRNGKey(0))[1]
+    extras = {name: tuple(v.shape[1:]) for name, v in one.items()}
   agent = Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update,
                 periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
-                signal.columns, collect, {'log_prob': (), 'value': ()} if onpolicy else {},
-                value if onpolicy else None)
+                signal.columns, collect, extras, value if onpolicy else None)
   return normalization.normalizing_agent(agent) if method.normalize_obs else agent

@@ -69,19 +69,34 @@ def init_loop(agent: Agent, source: DataSource, seed: int, envs: int = 1) -> Loo
 
 def fused_updates(agent: Agent, source: DataSource):
   """(TrainState, source state, key) -> (TrainState, source state, metrics [n, ...]): `n` updates
-  in one `lax.scan`, each on a batch gathered after the previous one's write-back."""
+  in one `lax.scan`, each on a batch gathered after the previous one's write-back. Where the
+  source has a `stop_when(metrics)` rule (on-policy early stop on approximate KL), the updates
+  after the first that meets it are skipped, and metrics['ran'] says which ran."""
+
+  def update(state, data, idx, key):
+    state, writes, metrics = agent.update(state, source.gather(data, idx), key)
+    return state, source.write(data, idx, writes), metrics
 
   def one(carry, inputs):
     state, data = carry
-    idx, key = inputs
-    state, writes, metrics = agent.update(state, source.gather(data, idx), key)
-    return (state, source.write(data, idx, writes)), metrics
+    state, data, metrics = update(state, data, *inputs)
+    return (state, data), metrics
+
+  def one_unless_stopped(carry, inputs):
+    state, data, halted = carry
+    state, data, metrics = cond_or_pass(~halted, update, lambda s, d, i, k: (s, d), state, data,
+                                        *inputs)
+    return (state, data, halted | source.stop_when(metrics)), {**metrics, 'ran': ~halted}
 
   def run(state, data, key):
     keys = jax.vmap(jax.random.split)(jax.random.split(key, source.n))   # [n, 2 (batch, update)]
     data = source.prepare(data, agent.value and (lambda obs: agent.value(state, obs)))
     idx = source.batches(data, keys[:, 0])
-    (state, data), metrics = jax.lax.scan(one, (state, data), (idx, keys[:, 1]))
+    if source.stop_when is None:
+      (state, data), metrics = jax.lax.scan(one, (state, data), (idx, keys[:, 1]))
+    else:
+      (state, data, _), metrics = jax.lax.scan(one_unless_stopped, (state, data, jnp.bool_(False)),
+                                               (idx, keys[:, 1]))
     if agent.settle:                   # observation statistics move only between bursts
       state = agent.settle(state)
     return state, source.finish(data), metrics
@@ -105,7 +120,9 @@ def make_frame_step(agent: Agent, source: DataSource, cfg: TrainConfig, envs: in
       state = jax.lax.cond(valid, agent.observe, lambda s, o: s, state, transition['obs'])
     state, data, metrics = cond_or_pass(do_update, run, lambda s, d, k: (s, d),
                                         state, data, update_key)
-    metrics = {**metrics, 'updated': jnp.broadcast_to(do_update.astype(jnp.float32), (source.n,))}
+    ran = metrics.pop('ran', True)     # False for the updates an early stop skipped
+    metrics = {**metrics, 'updated': jnp.broadcast_to((do_update & ran).astype(jnp.float32),
+                                                      (source.n,))}
     uniform = jax.random.uniform(act_key, (envs, agent.spec.act_dim), minval=-1.0, maxval=1.0)
     no_extras = jax.tree_util.tree_map(jnp.zeros_like, loop.extras)
     if not source.collects:            # offline: no env takes actions

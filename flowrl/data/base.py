@@ -33,6 +33,8 @@ class DataSource(NamedTuple):
   seed_axes: Any = 0
   history: Optional[Callable] = None   # (state, column, rows, seed) -> host rows, for a resume
   collects: bool = True    # False: the driver steps no env, and each step is one update burst
+  stop_when: Optional[Callable] = None  # (update metrics) -> bool: skip the burst's remaining
+                                        #   updates (on-policy early stop on approximate KL)
 
 
 class SourceChoice(NamedTuple):

@@ -6,8 +6,14 @@ done = terminated ∨ truncated, the discount is γ(1 − done) and the reward o
 becomes r + γ·V(final_obs), the value of the true last observation the env returned before its
 reset. GAE is rlax.truncated_generalized_advantage_estimation over time, vmapped over envs
 (Schulman et al. 2016); returns = advantages + values.
+
+Reward normalization (`normalize_reward`, CleanRL's MuJoCo PPO through gymnasium's
+NormalizeReward): each env keeps a discounted return G ← γ·G·(1 − terminated) + r, the running
+variance of every G is updated (Chan et al.'s parallel update, `normalization`), and rewards are
+divided by its std and clipped to ±10. The wrapper does this per step; here the statistics take a
+whole rollout's returns before it is normalized, once per rollout.
 """
-from typing import Callable, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import gin
 import jax
@@ -15,6 +21,7 @@ import jax.numpy as jnp
 import rlax
 
 from flowrl.data.base import DataSource, SourceChoice, identity
+from flowrl.primitives import normalization
 
 
 class Rollout(NamedTuple):
@@ -22,6 +29,22 @@ class Rollout(NamedTuple):
   t: jax.Array                   # steps stored
   advantages: jax.Array          # [T, N], after prepare
   returns: jax.Array             # [T, N], after prepare
+  discounted: jax.Array = ()     # [N] running discounted return per env (reward normalization)
+  return_stats: Any = ()         # its running mean and variance (normalization.ObsNorm over [1])
+
+
+def normalized_rewards(reward, terminated, discounted, stats, gamma: float, clip: float = 10.0):
+  """(rewards / sqrt(Var[G] + 1e-8) clipped to ±clip, G after the rollout, stats) for rewards and
+  terminations [T, N], with G ← γ·G·(1 − terminated) + r per env (gymnasium's NormalizeReward)."""
+  def accumulate(g, x):
+    r, term = x
+    g = g * gamma * (1.0 - term) + r
+    return g, g
+
+  discounted, returns = jax.lax.scan(accumulate, discounted, (reward, terminated))
+  stats = normalization.merge(normalization.observe(stats, returns.reshape(-1, 1)))
+  scaled = jnp.clip(reward / jnp.sqrt(stats.stats.var[0] + 1e-8), -clip, clip)
+  return scaled, discounted, stats
 
 
 def gae(reward, terminated, truncated, values, final_values, next_value, gamma: float,
@@ -38,10 +61,15 @@ def gae(reward, terminated, truncated, values, final_values, next_value, gamma: 
 
 
 def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.99,
-            lambda_: float = 0.95, epochs: int = 10, minibatches: int = 32) -> DataSource:
+            lambda_: float = 0.95, epochs: int = 10, minibatches: int = 32,
+            reward_scale: float = 1.0, target_kl: Optional[float] = None,
+            normalize_reward: bool = False) -> DataSource:
   """`columns`: name -> per-env shape, among them obs, next_obs (the final observation where an
-  episode ended), reward, terminated, truncated and value (V(obs) at collection). Minibatches are
-  drawn from the T·N env steps with a fresh permutation per epoch."""
+  episode ended), reward, terminated, truncated and value (V(obs) at collection). Rewards are
+  multiplied by `reward_scale` before GAE (FPO: 10). Minibatches are drawn from the T·N env steps
+  with a fresh permutation per epoch. With `target_kl`, the rest of an iteration's minibatches are
+  skipped once one reports an approximate KL above it (DPPO, ReinFlow: 1.0). `normalize_reward`:
+  see the module docstring."""
   size = steps * envs
   if size % minibatches:
     raise ValueError(f'rollout: {steps} steps × {envs} envs = {size} rows do not split into '
@@ -50,6 +78,9 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
   def init():
     data = {k: jnp.zeros((steps, envs) + tuple(s), jnp.float32) for k, s in columns.items()}
     z = jnp.zeros((steps, envs), jnp.float32)
+    if normalize_reward:
+      return Rollout(data, jnp.zeros((), jnp.int32), z, z, jnp.zeros(envs, jnp.float32),
+                     normalization.init(1))
     return Rollout(data, jnp.zeros((), jnp.int32), z, z)
 
   def add(state: Rollout, transition: Dict[str, jax.Array]):
@@ -63,8 +94,13 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
     """GAE with V(next_obs) from `value_fn` (the critic now, which collected this rollout): a
     truncated step bootstraps from its final observation's value, the last step from its own."""
     d = state.data
+    reward = reward_scale * d['reward']
+    if normalize_reward:
+      reward, discounted, stats = normalized_rewards(reward, d['terminated'], state.discounted,
+                                                     state.return_stats, gamma)
+      state = state._replace(discounted=discounted, return_stats=stats)
     next_values = value_fn(d['next_obs'].reshape(size, -1)).reshape(steps, envs)
-    adv = gae(d['reward'], d['terminated'], d['truncated'], d['value'], next_values,
+    adv = gae(reward, d['terminated'], d['truncated'], d['value'], next_values,
               next_values[-1], gamma, lambda_)
     return state._replace(advantages=adv, returns=adv + d['value'])
 
@@ -82,22 +118,31 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
   def finish(state: Rollout):
     return state._replace(t=jnp.zeros((), jnp.int32))
 
+  stop_when = None if target_kl is None else (lambda m: m['actor/approx_kl'] > target_kl)
   return DataSource('rollout', init, add, due, prepare, batches, gather, identity, finish,
-                    epochs * minibatches, Rollout(data=0, t=None, advantages=0, returns=0))
+                    epochs * minibatches,
+                    Rollout(data=0, t=None, advantages=0, returns=0,
+                            discounted=0 if normalize_reward else (),
+                            return_stats=0 if normalize_reward else ()),
+                    stop_when=stop_when)
 
 
 @gin.configurable(module='flowrl')
 def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
-                   gae_lambda: float = 0.95) -> SourceChoice:
+                   gae_lambda: float = 0.95, target_kl: Optional[float] = None,
+                   normalize_reward: bool = False) -> SourceChoice:
   """On-policy rollouts: `steps` vector steps of every env, then `epochs` passes of `minibatches`
   minibatches over the steps × envs rows with GAE(γ, λ) advantages (γ: the method's), then
-  cleared. Stores what the agent's `collect` returns beside the action (log-probs, values)."""
+  cleared. Stores what the agent's `collect` returns beside the action (log-probs, values). With
+  `target_kl`, an iteration stops early at the first minibatch whose approximate KL exceeds it.
+  `normalize_reward` divides rewards by the running std of discounted returns (CleanRL's PPO)."""
 
   def make(agent, cfg, envs):
     o, a = (agent.spec.obs_dim,), (agent.spec.act_dim,)
     columns = {'obs': o, 'action': a, 'reward': (), 'next_obs': o, 'terminated': (),
                'truncated': (), **(agent.extras or {})}
-    return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches)
+    return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches,
+                   agent.method.reward_scale, target_kl, normalize_reward)
 
   def check(cfg):
     from flowrl.errors import ConfigError

@@ -1,4 +1,5 @@
 """The four axes plus the critic; importing this package registers every primitive with gin."""
 from flowrl.primitives.base import REGISTRY, EnvSpec
-from flowrl.primitives import (critic, initializers, networks, parameterization, regularizer, sampler,  # noqa
-                               schedules, signal, weighted_denoising)
+from flowrl.primitives import (  # noqa
+    coupled_flow, critic, initializers, networks, parameterization, policy_gradient, regularizer,
+    sampler, schedules, signal, weighted_denoising)

@@ -7,8 +7,11 @@ compiler checks `requires ⊆ provides` of the other axes before tracing anythin
 Capabilities used so far:
   policy:  'distribution' (direct sampling), 'exact_logprob', 'deterministic', 'chain'
            (a Gaussian probability path x_t = α_t a + σ_t ε with a network), 'vp_path' (α²+σ²=1),
-           'score' (a noise estimate, hence ∇ log p), 'velocity' (a flow's velocity field)
-  sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample)
+           'score' (a noise estimate, hence ∇ log p), 'velocity' (a flow's velocity field),
+           'noise_head' (a learned per-step noise std σ_φ(s, x_t, t)), 'coupled' (GenPO's
+           doubled action, mapped to the env's by `env_action`)
+  sampler: 'differentiable' (reparameterized sample), 'logprob' (log-prob of its sample),
+           'kernel' (each step a Gaussian transition kernel, so its chains can be scored)
   signal:  'sample_log_prob', 'weight_kl', 'entropy' (what its aux carries for a regularizer)
   critic:  'q' (action values), 'v' (state values)
   source:  'transitions' (replay, dataset), 'rollout' (on-policy; `flowrl.compose.step`)
@@ -76,6 +79,14 @@ class Policy(NamedTuple):
   noised: Optional[Callable] = None        # (a0, key) -> (x_t, t, eps, alpha, sigma), same grid
   condition: Optional[Callable] = None     # (params, obs) -> per-state features, once per chain
   predict_cond: Optional[Callable] = None  # (params, condition, x_t, t) -> network output
+  noise_std: Optional[Callable] = None     # (params, obs, x_t, t) -> σ [B, A]: a learned noise
+                                           #   head ('noise_head', ReinFlow)
+  env_action: Optional[Callable] = None    # (sample) -> the env's action, where a distribution's
+                                           #   sample is not the action itself (GenPO's doubled
+                                           #   action x = (z, y) -> (z + y)/2; 'coupled')
+  cfm_loss_at: Optional[Callable] = None   # (params, obs [B, O], a [B, A], t [B, N], ε [B, N, A],
+                                           #   space) -> [B, N]: its regression loss at given
+                                           #   (t, ε) ('native' target, or 'eps': ‖ε̂ − ε‖²; FPO)
 
 
 class SampleOut(NamedTuple):
@@ -94,6 +105,8 @@ class Sampler(NamedTuple):
   steps: int                # denoising / integration steps (1 for direct sampling)
   best_of: int = 1          # best-of-N by the critic when collecting experience
   eval_best_of: int = 1     # best-of-N by the critic when evaluating
+  kernel: Any = None        # its Gaussian transition kernel where it has one ('kernel';
+                            #   `flowrl.primitives.transition_kernel.Kernel`)
 
 
 class ActorInputs(NamedTuple):
@@ -137,6 +150,9 @@ class Signal(NamedTuple):
   refresh: Optional[Callable] = None
   provides: frozenset = frozenset()
   columns: tuple = ()
+  collect: Optional[Callable] = None  # on-policy: (policy, sampler, params, obs, key) ->
+                                      #   (action [B, A], {name: [B, ...]}) what a rollout stores
+                                      #   beside the action to re-score it (log-probs, chains)
 
 
 class Periodic(NamedTuple):

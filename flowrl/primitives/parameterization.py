@@ -147,25 +147,84 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
     alpha, sigma = alphas[k], sigmas[k]
     return alpha * a0 + sigma * eps, k[..., 0] / train_steps, eps, alpha, sigma
 
+  def target(a0, eps, alpha, sigma):
+    return {'eps': eps, 'x0': a0, 'v': alpha * eps - sigma * a0}[prediction]
+
   def fit_loss(params, obs, a0, key):
     x_t, t, eps, alpha, sigma = noised(a0, key)
-    out = predict(params, obs, x_t, t)
-    target = {'eps': eps, 'x0': a0, 'v': alpha * eps - sigma * a0}[prediction]
-    return _regression(out, target)
+    return _regression(predict(params, obs, x_t, t), target(a0, eps, alpha, sigma))
+
+  def coefficients(t):
+    """(α, σ) at t on the training grid (t = k/K; rounded to the nearest k)."""
+    alphas, sigmas = path(train_steps)
+    k = jnp.clip(jnp.round(t * train_steps).astype(jnp.int32), 0, train_steps)
+    return alphas[k], sigmas[k]
 
   return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score'}), spec.act_dim, init,
                 predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
-                noised=noised, condition=condition, predict_cond=predict_cond)
+                noised=noised, condition=condition, predict_cond=predict_cond,
+                cfm_loss_at=_cfm_loss_at(predict, to_eps_x0, coefficients, target))
+
+
+def _cfm_loss_at(predict, to_eps_x0, coefficients, native_target):
+  """The policy's regression loss at given noise levels and noises (FPO's per-sample CFM loss):
+  obs [B, O], a [B, A], t [B, N], ε [B, N, A] -> [B, N], one network pass over B·N rows.
+  space 'native' regresses the policy's own target, 'eps' the noise: mean_A (ε̂ − ε)²."""
+
+  def cfm_loss_at(params, obs, a, t, eps, space='native'):
+    b, n = t.shape
+    alpha, sigma = coefficients(t[..., None])
+    a = jnp.broadcast_to(a[:, None], eps.shape)
+    x_t = alpha * a + sigma * eps
+    rows = lambda v: v.reshape((b * n,) + v.shape[2:])
+    obs_n = jnp.broadcast_to(obs[:, None], (b, n) + obs.shape[1:])
+    out = predict(params, rows(obs_n), rows(x_t), rows(t)).reshape(eps.shape)
+    if space == 'eps':
+      return _regression(to_eps_x0(out, x_t, alpha, sigma)[0], eps)
+    return _regression(out, native_target(a, eps, alpha, sigma))
+
+  return cfm_loss_at
+
+
+def _noise_head(spec: EnvSpec, std_range, hidden=(64, 64)):
+  """ReinFlow's exploration-noise network: σ_φ(s, x_t, t) = exp(½ log σ²) with
+  log σ² = log σ²_min + (log σ²_max − log σ²_min)·(tanh(h) + 1)/2, h = MLP(64, 64, tanh)([s, x_t, t])
+  (ReinFlow model/flow/mlp_flow.py). Returns (init, noise_std)."""
+  lo, hi = (2.0 * jnp.log(v) for v in std_range)
+  net = hk.without_apply_rng(hk.transform(lambda obs, x, t: networks.mlp(
+      hidden, spec.act_dim, 'tanh', 'noise_head')(jnp.concatenate([obs, x, t], axis=-1))))
+
+  def noise_std(params, obs, x, t):
+    t = jnp.broadcast_to(jnp.reshape(t, t.shape + (1,) * (x.ndim - t.ndim)), x.shape[:-1] + (1,))
+    h = net.apply(params, obs, x, t)
+    return jnp.exp(0.5 * (lo + (hi - lo) * (jnp.tanh(h) + 1.0) / 2.0))
+
+  init = lambda key: net.init(key, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)),
+                              jnp.zeros((1, 1)))
+  return init, noise_std
 
 
 @primitive('policy')
 @builder
-def rectified_flow(spec: EnvSpec) -> Policy:
+def rectified_flow(spec: EnvSpec, train_grid: int = 0, noise_head: Sequence[float] = ()) -> Policy:
   """Rectified flow / conditional flow matching (Liu et al. 2023; Lipman et al. 2023):
-  a_t = (1 − t) a + t ε, t ~ U(0, 1); the network predicts the velocity v = ε − a;
-  fit loss E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0.
-  Its noise estimate ε̂ = a_t + (1 − t) v̂ gives the score ∇log p_t = −ε̂/t (SDE sampling, QSM)."""
+  a_t = (1 − t) a + t ε, t ~ U(0, 1) (or, with `train_grid` K > 0, t ∈ {1/K, ..., 1}, FPO's
+  discretized grid); the network predicts the velocity v = ε − a; fit loss
+  E_{t,ε} ‖v_θ(s, a_t, t) − (ε − a)‖². Sampling integrates from t = 1 (noise) to 0.
+  Its noise estimate ε̂ = a_t + (1 − t) v̂ gives the score ∇log p_t = −ε̂/t (SDE sampling, QSM).
+  `noise_head` = (σ_min, σ_max) adds ReinFlow's learned noise std σ_φ(s, x_t, t) in that range,
+  read by `noisy_euler(learned_std=True)`."""
   init, predict, condition, predict_cond = _chain_net(spec)
+  provides = {'chain', 'velocity', 'score'}
+  noise_std = None
+  if noise_head:
+    if len(noise_head) != 2 or not 0 < noise_head[0] <= noise_head[1]:
+      raise ConfigError(f'rectified_flow.noise_head={tuple(noise_head)!r} must be (σ_min, σ_max) '
+                        f'with 0 < σ_min <= σ_max.')
+    head_init, noise_std = _noise_head(spec, noise_head)
+    flow_init = init
+    init = lambda key: {**flow_init(key), **head_init(jax.random.fold_in(key, 1))}
+    provides.add('noise_head')
 
   def path(steps):
     t = jnp.linspace(0.0, 1.0, steps + 1)
@@ -177,7 +236,10 @@ def rectified_flow(spec: EnvSpec) -> Policy:
 
   def noised(a0, key):
     t_key, e_key = jax.random.split(key)
-    t = jax.random.uniform(t_key, a0.shape[:-1] + (1,))
+    if train_grid:
+      t = jax.random.randint(t_key, a0.shape[:-1] + (1,), 1, train_grid + 1) / train_grid
+    else:
+      t = jax.random.uniform(t_key, a0.shape[:-1] + (1,))
     eps = jax.random.normal(e_key, a0.shape)
     return (1 - t) * a0 + t * eps, t[..., 0], eps, 1 - t, t
 
@@ -185,6 +247,9 @@ def rectified_flow(spec: EnvSpec) -> Policy:
     x_t, t, eps, _, _ = noised(a0, key)
     return _regression(predict(params, obs, x_t, t), eps - a0)
 
-  return Policy('rectified_flow', frozenset({'chain', 'velocity', 'score'}), spec.act_dim, init,
+  cfm_loss_at = _cfm_loss_at(predict, to_eps_x0, lambda t: (1 - t, t),
+                             lambda a, eps, alpha, sigma: eps - a)
+  return Policy('rectified_flow', frozenset(provides), spec.act_dim, init,
                 predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
-                noised=noised, condition=condition, predict_cond=predict_cond)
+                noised=noised, condition=condition, predict_cond=predict_cond,
+                noise_std=noise_std, cfm_loss_at=cfm_loss_at)

@@ -10,10 +10,13 @@ every parameterization that provides what it requires.
   euler   x_{t−Δ} = x_t − Δ·v_θ(s, x_t, t), the flow ODE (Liu et al. 2023)
   dpm_solver_2m   DPM-Solver++(2M) on the probability-flow ODE (Lu et al. 2022), any chain policy
   euler_maruyama  the reverse SDE through the policy's score, any chain policy (Song et al. 2021)
+  noisy_euler     the flow's Euler step plus Gaussian noise, fixed or from a learned σ head (ReinFlow)
   langevin_q      annealed Langevin ascent on Q: DDIM predictor, Langevin corrector on the policy's
                   score tilted by exp(Q̄/τ) (needs a score and the critic)
 
-`sampler(rule, steps, best_of, eval_best_of)` sets the step count and best-of-N by the critic
+ddpm, ddim, euler_maruyama and noisy_euler are Gaussian transition kernels ('kernel';
+`transition_kernel`), whose chains on-policy signals score. `sampler(rule, steps, best_of,
+eval_best_of, ...)` sets the step count and best-of-N by the critic
 (`best_of_n`), which wraps any rule. Every action leaving a sampler lies in [−1, 1].
 """
 from typing import Callable
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 
 from flowrl.primitives.base import Sampler, SampleOut, primitive
 from flowrl.primitives.q_values import min_q, min_q_action_grad
+from flowrl.primitives.transition_kernel import Kernel, sample_chain
 
 
 def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False, q=None) -> SampleOut:
@@ -87,35 +91,46 @@ def _chain_rule(name, requires, make_step, init_memory=None):
   return Sampler(name, frozenset({'differentiable'}), frozenset(requires), sample, steps=1)
 
 
+def _kernel_rule(name, requires, mean_std, provides=()):
+  """A Sampler whose steps are Gaussian transition kernels (`transition_kernel`): it samples by
+  the kernel and exposes it ('kernel'), so on-policy signals can score its chains."""
+  return _with_kernel(Sampler(name, frozenset({'differentiable', 'kernel', *provides}),
+                              frozenset(requires), None, steps=1), Kernel(mean_std))
+
+
+def _with_kernel(s: Sampler, kernel: Kernel) -> Sampler:
+  def sample(policy, params, obs, key, steps, deterministic, q=None):
+    return SampleOut(sample_chain(kernel, policy, params, obs, key, steps)[0])
+  return s._replace(sample=sample, kernel=kernel)
+
+
 @primitive('sampler')
 def ddpm(clip_denoised: bool = True) -> Sampler:
-  """DDPM ancestral sampling (Ho et al. 2020) on any path with decreasing SNR; x̂0 clipped."""
+  """DDPM ancestral sampling (Ho et al. 2020) on any path with decreasing SNR; x̂0 clipped.
+  Kernel: μ = c₀·x̂0 + c_t·x_k, σ² the posterior variance β̃_k of q(x_{k−1} | x_k, x̂0)."""
 
-  def make_step(policy):
-    def step(x, out, a_t, s_t, a_s, s_s, key):
-      _, x0 = policy.to_eps_x0(out, x, a_t, s_t)
-      x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
-      c0, ct, var = _posterior(a_t, s_t, a_s, s_s)
-      return c0 * x0 + ct * x + jnp.sqrt(var) * jax.random.normal(key, x.shape)
-    return step
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+    _, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+    x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
+    c0, ct, var = _posterior(a_t, s_t, a_s, s_s)
+    return c0 * x0 + ct * x, jnp.sqrt(var)
 
-  return _chain_rule('ddpm', {'vp_path'}, make_step)
+  return _kernel_rule('ddpm', {'vp_path'}, mean_std)
 
 
 @primitive('sampler')
 def ddim(eta: float = 0.0, clip_denoised: bool = True) -> Sampler:
-  """DDIM (Song et al. 2021): deterministic at η = 0, DDPM's variance at η = 1."""
+  """DDIM (Song et al. 2021): deterministic at η = 0, DDPM's variance at η = 1. Kernel:
+  μ = α_{k−1}·x̂0 + sqrt(σ²_{k−1} − c²)·ε̂, σ = c = η·σ_ddpm (a likelihood needs η > 0)."""
 
-  def make_step(policy):
-    def step(x, out, a_t, s_t, a_s, s_s, key):
-      eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
-      x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
-      c = eta * jnp.sqrt(_posterior(a_t, s_t, a_s, s_s)[2])
-      dir_scale = jnp.sqrt(jnp.maximum(s_s ** 2 - c ** 2, 0.0))
-      return a_s * x0 + dir_scale * eps + c * jax.random.normal(key, x.shape)
-    return step
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+    eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+    x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
+    c = eta * jnp.sqrt(_posterior(a_t, s_t, a_s, s_s)[2])
+    dir_scale = jnp.sqrt(jnp.maximum(s_s ** 2 - c ** 2, 0.0))
+    return a_s * x0 + dir_scale * eps, c
 
-  return _chain_rule('ddim', {'vp_path'}, make_step)
+  return _kernel_rule('ddim', {'vp_path'}, mean_std)
 
 
 @primitive('sampler')
@@ -164,15 +179,29 @@ def euler_maruyama(eta: float = 1.0) -> Sampler:
   η = 0 is the Euler ODE step (the `euler` sampler on a flow). Works on every chain policy: a VP
   diffusion, or a rectified flow through its score."""
 
-  def make_step(policy):
-    def step(x, out, a_t, s_t, a_s, s_s, key):
-      eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
-      noise = jnp.sqrt(2 * eta * s_t * jnp.maximum(s_t - s_s, 0.0))
-      return x - (a_t - a_s) * x0 - (1 + eta) * (s_t - s_s) * eps + noise * jax.random.normal(
-          key, x.shape)
-    return step
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+    eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
+    return (x - (a_t - a_s) * x0 - (1 + eta) * (s_t - s_s) * eps,
+            jnp.sqrt(2 * eta * s_t * jnp.maximum(s_t - s_s, 0.0)))
 
-  return _chain_rule('euler_maruyama', {'chain'}, make_step)
+  return _kernel_rule('euler_maruyama', {'chain'}, mean_std)
+
+
+@primitive('sampler')
+def noisy_euler(sigma: float = 0.1, learned_std: bool = False, clip_mean: bool = True) -> Sampler:
+  """The flow's Euler step with Gaussian noise injected (ReinFlow, Zhang et al. 2025; FPO's
+  'denoising_mdp'): μ = x_t − Δ·v_θ(s, x_t, t), clipped to [−1, 1] with `clip_mean` (ReinFlow), and
+  σ = `sigma`, or with `learned_std` the policy's noise head σ_φ(s, x_t, t) ∈ [σ_min, σ_max]
+  (a flow built with `noise_head`)."""
+
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+    mean = x - (s_t - s_s) * out          # σ_t = t on the rectified path, so Δt = σ_t − σ_s
+    mean = jnp.clip(mean, -1.0, 1.0) if clip_mean else mean
+    std = policy.noise_std(params, obs, x, t) if learned_std else jnp.full_like(mean, sigma)
+    return mean, std
+
+  return _kernel_rule('noisy_euler', {'velocity', 'noise_head'} if learned_std else {'velocity'},
+                      mean_std)
 
 
 @primitive('sampler')
@@ -222,14 +251,17 @@ def langevin_q(temperature: float = 0.1, corrector_steps: int = 2, step_size: fl
 
 @primitive('sampler')
 def direct() -> Sampler:
-  """a ~ π(·|s) by reparameterization (mode when deterministic), with its log-prob."""
+  """a ~ π(·|s) by reparameterization (mode when deterministic), with its log-prob (of the
+  distribution's sample, mapped to the env's action by the policy's `env_action` where it has
+  one: GenPO's doubled action)."""
 
   def sample(policy, params, obs, key, steps, deterministic, q=None):
     dist, mode = policy.distribution(params, obs)
+    to_env = policy.env_action or (lambda x: x)
     if deterministic:
-      return SampleOut(mode, None)
+      return SampleOut(to_env(mode), None)
     action, log_prob = dist.sample_and_log_prob(seed=key)
-    return SampleOut(action, log_prob)
+    return SampleOut(to_env(action), log_prob)
 
   return Sampler('direct', frozenset({'differentiable', 'logprob'}), frozenset({'distribution'}),
                  sample, steps=1)
@@ -237,7 +269,19 @@ def direct() -> Sampler:
 
 @gin.configurable(module='flowrl')
 def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
-            eval_best_of: int = 1) -> Sampler:
+            eval_best_of: int = 1, min_sampling_std: float = 0.0, min_logprob_std: float = 0.0,
+            noise_clip: float = 0.0) -> Sampler:
   """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
-  (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection."""
+  (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection. On a rule with a
+  transition kernel: floors of the sampling and the likelihood std, and the clip of the standard
+  normal noise (0: none); DPPO uses 0.1, 0.1 and 3."""
+  floors = (min_sampling_std, min_logprob_std, noise_clip)
+  if any(floors):
+    if rule.kernel is None:
+      from flowrl.errors import ConfigError
+      raise ConfigError(f"sampler.min_sampling_std/min_logprob_std/noise_clip need a rule with a "
+                        f"transition kernel; '{rule.name}' has none (kernel rules: ddpm, ddim, "
+                        f"euler_maruyama, noisy_euler).")
+    rule = _with_kernel(rule, rule.kernel._replace(
+        min_sampling_std=min_sampling_std, min_logprob_std=min_logprob_std, noise_clip=noise_clip))
   return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of)

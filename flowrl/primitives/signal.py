@@ -104,35 +104,3 @@ def q_score_matching(score_scale: float = 50.0, normalize: bool = False,
     return jnp.mean(jnp.square(eps_hat - target)), {'score_norm': jnp.mean(jnp.abs(dq))}
 
   return Signal('q_score_matching', frozenset({'score', 'q'}), loss)
-
-
-@primitive('signal')
-def ppo_clip(clip: float = 0.2, normalize_advantage: bool = True) -> Signal:
-  """PPO's clipped surrogate (Schulman et al. 2017) on the exact log-ratio of a rollout's actions:
-  r = exp(log π_θ(a|s) − log π_old(a|s)), L = −mean min(r·Â, clip(r, 1 ± ε)·Â), with Â the GAE
-  advantages, normalized per minibatch (CleanRL) unless `normalize_advantage` is False. Reports
-  the approximate KL mean((r − 1) − log r), the clipped fraction, and the policy's entropy for an
-  entropy regularizer (closed form where the distribution has one, else −log π of a fresh
-  reparameterized sample)."""
-
-  def loss(params, inp: ActorInputs, key):
-    dist, _ = inp.policy.distribution(params, inp.obs)
-    log_prob = dist.log_prob(inp.action)
-    old, adv = inp.columns['log_prob'], inp.columns['advantage']
-    chex.assert_equal_shape([log_prob, old, adv])                    # [B]
-    if normalize_advantage:
-      adv = (adv - jnp.mean(adv)) / (jnp.std(adv) + 1e-8)
-    log_ratio = log_prob - old
-    ratio = jnp.exp(log_ratio)
-    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
-    try:
-      entropy = dist.entropy()
-    except NotImplementedError:        # no closed form (a squashed Gaussian): −log π(a′|s), a′ ~ π
-      entropy = -dist.sample_and_log_prob(seed=key)[1]
-    return -jnp.mean(surrogate), {
-        'entropy': entropy, 'ratio': ratio,
-        'approx_kl': jnp.mean((ratio - 1.0) - log_ratio),
-        'clip_fraction': jnp.mean((jnp.abs(ratio - 1.0) > clip).astype(jnp.float32))}
-
-  return Signal('ppo_clip', frozenset({'distribution', 'exact_logprob', 'v', 'rollout'}), loss,
-                provides=frozenset({'entropy'}))

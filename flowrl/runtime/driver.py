@@ -7,6 +7,7 @@ saved, then the run stops), resume, and when each program compiles (`compile`).
 """
 import math
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -21,6 +22,7 @@ from flowrl.envs import make_env
 from flowrl.runtime import checkpoint, vector_env
 from flowrl.runtime.compile import compile_loop
 from flowrl.runtime.evaluate import evaluate
+from flowrl.runtime.init_from import read_checkpoint, transplant
 from flowrl.runtime.interrupts import Interrupts
 from flowrl.runtime.run_log import RunLog, plot_learning_curve
 
@@ -64,8 +66,10 @@ class Driver:
   """One run: S seeds × N envs each, their data source, logs and checkpoints in run_dir."""
 
   def __init__(self, agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, seeds,
-               batched: bool, source: Optional[DataSource] = None, envs: int = 1):
+               batched: bool, source: Optional[DataSource] = None, envs: int = 1,
+               init_from: Optional[str] = None):
     self.agent, self.cfg, self.env_name, self.run_dir = agent, cfg, env_name, run_dir
+    self.init_from = init_from
     self.seeds, self.n_envs, self.batched = list(seeds), envs, batched
     self.source = source or make_source(agent, cfg, envs)
     S, N, o, a = len(self.seeds), envs, agent.spec.obs_dim, agent.spec.act_dim
@@ -92,10 +96,15 @@ class Driver:
     """The loop state, this step's observations [S·N, O] and the actions chosen for them."""
     step = self.programs.step.result()
     loop = self.programs.init.result()()
-    if resume:
-      restored = checkpoint.restore(self.mngr, loop)
-      if restored is not None:
-        loop, self.host = restored
+    restored = checkpoint.restore(self.mngr, loop) if resume else None
+    if restored is not None:
+      loop, self.host = restored
+    elif self.init_from:               # a new run from another run's networks
+      state, notes = transplant(loop.agent, read_checkpoint(self.init_from)[0], self.init_from,
+                                len(self.seeds) if self.batched else 0)
+      loop = loop._replace(agent=state)
+      for note in notes:
+        print(f'flowrl: --init-from: {note}', file=sys.stderr)
     if not self.source.collects:
       self.host.pop('action', None)
       return loop, self.blank['obs'].reshape(-1, self.agent.spec.obs_dim), self.blank['action']
@@ -244,16 +253,18 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
 
 
 def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: bool = False,
-        progress: bool = True, seeds=None, source: Optional[DataSource] = None) -> Dict:
+        progress: bool = True, seeds=None, source: Optional[DataSource] = None,
+        init_from: Optional[str] = None) -> Dict:
   """Train for cfg.total_frames (from the newest checkpoint when `resume`); returns a summary.
 
   With `seeds` (a list), the seeds train together in one program (`vmap`), each writing its logs
   to run_dir/seed_<s>/ as a separate run with that seed would; the checkpoint holds them all.
   Without it, one run with cfg.seed logs to run_dir itself. `source` defaults to the replay;
-  each seed steps cfg.envs_per_seed envs."""
+  each seed steps cfg.envs_per_seed envs. `init_from`: a run folder whose networks start this
+  run where it has no checkpoint of its own (`flowrl.runtime.init_from`)."""
   t_start = time.time()
   d = Driver(agent, cfg, env_name, run_dir, seeds if seeds is not None else [cfg.seed],
-             seeds is not None, source, cfg.envs_per_seed)
+             seeds is not None, source, cfg.envs_per_seed, init_from)
   try:
     loop, obs, action = d.start(resume)
     frame = int(loop.frame)

@@ -1,0 +1,93 @@
+"""Transition kernels of chain samplers: each reverse step as a Gaussian, so an on-policy signal
+can score the chain it sampled (DPPO, Ren et al. 2024; ReinFlow, Zhang et al. 2025):
+
+  p_θ(x_{k−1} | x_k, s) = N(μ_θ(s, x_k, k), σ_k² I),        k = K..1, x_K ~ N(0, I)
+
+  sampling     x_{k−1} = μ_k + max(σ_k, σ_sample_min)·clip(z, ±c),  z ~ N(0, I)
+  likelihood   log N(x_{k−1}; μ_k, max(σ_k, σ_logprob_min)²), per action dimension
+
+A rule supplies `mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s) -> (μ, σ)`
+from the network output `out` at (x_k, t = k/K) and the path coefficients of steps k and k−1
+(σ may read a policy's learned noise head). Sampling and scoring both call `kernel_mean_std`, so
+the log-probability stored at collection and the one recomputed in training agree by
+construction (DPPO's official code shares `p_mean_var`; flow-rl's clips x̂0 in one and not the
+other). A stored chain is [B, K+1, A], x_K first and x_0 last.
+"""
+from typing import Callable, NamedTuple
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+
+class Kernel(NamedTuple):
+  mean_std: Callable             # (policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s) -> (μ, σ)
+  min_sampling_std: float = 0.0  # floor of the std the sampler draws with (DPPO: 0.1)
+  min_logprob_std: float = 0.0   # floor of the std the likelihood scores with (DPPO: 0.1)
+  noise_clip: float = 0.0        # z clipped to ±noise_clip; 0: not clipped (DPPO: 3)
+
+
+def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
+  """(μ_k, σ_k) of the step from x_k (at t = k/K) to x_{k−1}; k an int or an array shaped
+  like x's leading axes (for scoring every step of stored chains at once)."""
+  alphas, sigmas = policy.path(steps)
+  k = jnp.asarray(k)
+  t = (k / steps).astype(x.dtype)
+  if k.ndim == 0:
+    t = jnp.full((1,) * (x.ndim - 1), t)               # one time for the batch, broadcast
+  out = policy.predict_cond(params, cond, x, t)
+  col = (lambda v: v[..., None]) if k.ndim else (lambda v: v)        # per-row coefficients
+  return kernel.mean_std(policy, params, obs, cond, x, out, t, col(alphas[k]), col(sigmas[k]),
+                         col(alphas[k - 1]), col(sigmas[k - 1]))
+
+
+def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chain: bool = False):
+  """Run the kernel from x_K ~ N(0, I) to x_0. Returns clip(x_0, ±1) and, with `keep_chain`, the
+  chain [B, K+1, A] (unclipped, as scored)."""
+  init_key, key = jax.random.split(key)
+  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+  cond = policy.condition(params, obs)                 # loop-invariant: once per chain
+
+  def body(x, inputs):
+    k, step_key = inputs
+    mean, std = kernel_mean_std(kernel, policy, params, obs, cond, x, k, steps)
+    z = jax.random.normal(step_key, x.shape)
+    if kernel.noise_clip:
+      z = jnp.clip(z, -kernel.noise_clip, kernel.noise_clip)
+    if kernel.min_sampling_std:
+      std = jnp.maximum(std, kernel.min_sampling_std)
+    x = mean + std * z
+    return x, (x if keep_chain else None)
+
+  ks = jnp.arange(steps, 0, -1)
+  x_last, xs = jax.lax.scan(body, x, (ks, jax.random.split(key, steps)))
+  action = jnp.clip(x_last, -1.0, 1.0)
+  if not keep_chain:
+    return action, None
+  return action, jnp.concatenate([x[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
+
+
+def chain_log_probs(kernel: Kernel, policy, params, obs, chain, steps: int):
+  """Per-step, per-dimension log N(x_{k−1}; μ_k, max(σ_k, σ_logprob_min)²) of stored chains
+  [B, K+1, A] and the matching Gaussian entropies, both [B, K, A]; every step scored in one
+  network pass over B·K rows."""
+  b, _, a = chain.shape
+  x_from, x_to = chain[:, :-1], chain[:, 1:]                            # [B, K, A]
+  k = jnp.broadcast_to(jnp.arange(steps, 0, -1), (b, steps))           # [B, K]
+  rows = lambda v: v.reshape((b * steps,) + v.shape[2:])
+  cond = policy.condition(params, obs)
+  cond_rows = jnp.repeat(cond, steps, axis=0)
+  obs_rows = jnp.repeat(obs, steps, axis=0)
+  mean, std = kernel_mean_std(kernel, policy, params, obs_rows, cond_rows, rows(x_from),
+                              rows(k), steps)
+  std = jnp.broadcast_to(std, mean.shape)
+  if kernel.min_logprob_std:
+    std = jnp.maximum(std, kernel.min_logprob_std)
+  dist = distrax.Normal(mean, std)
+  shape = (b, steps, a)
+  return dist.log_prob(rows(x_to)).reshape(shape), dist.entropy().reshape(shape)
+
+
+def initial_log_prob(chain):
+  """log N(x_K; 0, I) per dimension [B, A] of stored chains (ReinFlow counts the initial noise)."""
+  return distrax.Normal(0.0, 1.0).log_prob(chain[:, 0])

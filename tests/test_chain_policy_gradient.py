@@ -1,0 +1,257 @@
+"""Diffusion and flow on-policy signals against their formulas: the first epoch's ratio is 1 for
+every method (what a rollout stores is re-scored by the same function), DPPO's per-step ratio
+clamps per action dimension, ReinFlow's joint log-likelihood equals a step-by-step hand
+computation, and FPO's ratio and FPO++'s ASPO objective equal theirs on tiny cases."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from flowrl.compose import compile_method, method
+from flowrl.data import rollout_source
+from flowrl.errors import ConfigError
+from flowrl.primitives import coupled_flow as CF, critic, parameterization as P, regularizer as R
+from flowrl.primitives import policy_gradient as PG, sampler as S
+from flowrl.primitives.base import ActorInputs, EnvSpec, Policy
+from flowrl.primitives.transition_kernel import chain_log_probs, sample_chain
+
+SPEC = EnvSpec(obs_dim=3, act_dim=6)
+ROLLOUT = rollout_source(steps=8, epochs=2, minibatches=2)
+TINY = dict(hidden=(16,), obs_hidden=(), time_dim=4)
+
+
+@pytest.fixture(autouse=True)
+def tiny_denoiser():
+  import gin
+  with gin.unlock_config():
+    for k, v in TINY.items():
+      gin.bind_parameter(f'DenoiserNet.{k}', v)
+  yield
+  gin.clear_config()
+
+
+def _method(policy, rule, signal, steps=4, **sampler_kw):
+  reg = R.entropy_bonus(coefficient=0.01) if 'entropy' in signal.provides else R.no_regularizer()
+  return method(policy, S.sampler(rule, steps=steps, **sampler_kw), signal, reg,
+                critic.state_value(hidden=(8,)), name='chain')
+
+
+METHODS = {
+    'dppo': lambda: _method(P.vp_diffusion(train_steps=4), S.ddpm(), PG.ppo_clip_chain(),
+                            min_sampling_std=0.1, min_logprob_std=0.1, noise_clip=3.0),
+    'dppo-ddim': lambda: _method(P.vp_diffusion(train_steps=4), S.ddim(eta=0.5),
+                                 PG.ppo_clip_chain(), min_logprob_std=0.1),
+    'dppo-euler-maruyama': lambda: _method(P.rectified_flow(), S.euler_maruyama(),
+                                           PG.ppo_clip_chain()),
+    'reinflow': lambda: _method(P.rectified_flow(noise_head=(0.1, 0.24)),
+                                S.noisy_euler(learned_std=True),
+                                PG.ppo_clip_chain(mode='joint', clip=0.01, log_prob_min=-1.0,
+                                                  log_prob_max=1.0), noise_clip=3.0),
+    'fpo': lambda: _method(P.rectified_flow(train_grid=4), S.euler(), PG.fpo_ratio()),
+    'fpo-vp-diffusion': lambda: _method(P.vp_diffusion(train_steps=4), S.ddim(),
+                                        PG.fpo_ratio(space='native')),
+    'genpo': lambda: _method(CF.coupled_flow(steps=2, hidden=(16,)), S.direct(), PG.ppo_clip()),
+    'fpo++': lambda: _method(P.rectified_flow(), S.euler(),
+                             PG.fpo_ratio(samples=4, per_sample=True, objective='aspo',
+                                          action_noise=0.02)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(METHODS))
+def test_the_first_epochs_ratio_is_exactly_one(name):
+  agent = compile_method(METHODS[name](), SPEC, ROLLOUT)
+  state = agent.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (24, SPEC.obs_dim))
+  action, extras = jax.jit(agent.collect)(state, obs, jax.random.PRNGKey(2))
+  # A minibatch of other rows than collected, in another order: re-scoring is row-independent.
+  idx = jnp.array([5, 17, 0, 9, 23, 11, 2, 14])
+  columns = {k: v[idx] for k, v in extras.items()}
+  columns.update(obs=obs[idx], action=action[idx],
+                 advantage=jax.random.normal(jax.random.PRNGKey(3), (8,)))
+  inputs = ActorInputs(obs[idx], action[idx], columns, agent.policy, agent.sampler, None, None)
+  _, aux = jax.jit(lambda p: agent.signal.loss(p, inputs, jax.random.PRNGKey(4)))(
+      state.actor.params)
+  assert float(jnp.max(jnp.abs(aux['ratio'] - 1.0))) < 1e-5, name
+  assert abs(float(aux['approx_kl'])) < 1e-6 and float(aux['clip_fraction']) == 0.0
+
+
+def _kernel_case(sigma=0.3, steps=3, batch=5):
+  """A tiny flow, a noisy-Euler kernel with fixed σ, and a chain sampled from it."""
+  policy = P.rectified_flow()(SPEC)
+  rule = S.sampler(S.noisy_euler(sigma=sigma, clip_mean=False), steps=steps)
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (batch, SPEC.obs_dim))
+  _, chain = sample_chain(rule.kernel, policy, params, obs, jax.random.PRNGKey(2), steps, True)
+  return policy, rule, params, obs, np.asarray(chain, np.float64)
+
+
+def _hand_log_probs(policy, params, obs, chain, sigma, steps):
+  """log N(x_{k−1}; x_k − Δ·v(s, x_k, k/K), σ²) per step and dimension, one step at a time."""
+  out = np.zeros((chain.shape[0], steps, chain.shape[2]))
+  for i in range(steps):
+    k = steps - i
+    v = np.asarray(policy.predict(params, obs, jnp.asarray(chain[:, i], jnp.float32),
+                                  jnp.full((chain.shape[0],), k / steps)), np.float64)
+    mean = chain[:, i] - v / steps
+    out[:, i] = stats.norm.logpdf(chain[:, i + 1], mean, sigma)
+  return out
+
+
+def test_chain_log_probs_equal_a_step_by_step_hand_computation():
+  policy, rule, params, obs, chain = _kernel_case()
+  lp, ent = chain_log_probs(rule.kernel, policy, params, obs, jnp.asarray(chain, jnp.float32), 3)
+  np.testing.assert_allclose(lp, _hand_log_probs(policy, params, obs, chain, 0.3, 3), atol=2e-4)
+  np.testing.assert_allclose(ent, np.full(lp.shape, stats.norm.entropy(scale=0.3)), rtol=1e-5)
+
+
+def test_reinflow_joint_ratio_is_the_normalized_clamped_chain_likelihood():
+  policy, rule, params, obs, chain = _kernel_case()
+  steps, dims = 3, SPEC.act_dim
+  hand = _hand_log_probs(policy, params, obs, chain, 0.3, steps)
+  joint = (stats.norm.logpdf(chain[:, 0]).sum(-1) + hand.sum((1, 2))) / ((steps + 1) * dims)
+  old_joint = joint + np.array([0.3, -0.2, 0.0, 0.5, -2.0])          # a shifted "old" chain
+  old = hand + ((old_joint - joint) * (steps + 1) * dims / (steps * dims))[:, None, None]
+  adv = np.array([1.0, -1.0, 2.0, -0.5, 1.5])
+  sig = PG.ppo_clip_chain(mode='joint', clip=0.1, log_prob_min=-1.0, log_prob_max=1.0,
+                          normalize_advantage=False)
+  columns = {'chain': jnp.asarray(chain, jnp.float32), 'chain_log_prob': jnp.asarray(old, jnp.float32),
+             'advantage': jnp.asarray(adv, jnp.float32)}
+  loss, aux = sig.loss(params, ActorInputs(obs, None, columns, policy, rule, None, None), None)
+  r = np.exp(np.clip(joint, -1, 1) - np.clip(old_joint, -1, 1))
+  want = -np.mean(np.minimum(r * adv, np.clip(r, 0.9, 1.1) * adv))
+  np.testing.assert_allclose(aux['ratio'], r, rtol=1e-4)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+
+
+def test_dppo_per_step_ratio_clamps_each_dimension_before_the_mean():
+  """A 6-D step whose dimensions sit partly outside [−5, 2]: per-dimension clamping keeps a ratio
+  (and a gradient); clamping the sum would pin both sums at the bound (ratio 1)."""
+  policy, rule, params, obs, chain = _kernel_case(sigma=0.05, steps=2, batch=2)
+  new = _hand_log_probs(policy, params, obs, chain, 0.05, 2)
+  shift = np.array([0.5, -1.0, 0.3, 0.0, -0.4, 1.5])                 # per dimension
+  old = new - shift
+  adv = np.array([1.0, -2.0])
+  sig = PG.ppo_clip_chain(mode='per_step', clip=0.2, clip_base=0.05, denoising_discount=0.9,
+                          normalize_advantage=False)
+  columns = {'chain': jnp.asarray(chain, jnp.float32), 'chain_log_prob': jnp.asarray(old, jnp.float32),
+             'advantage': jnp.asarray(adv, jnp.float32)}
+  loss, aux = sig.loss(params, ActorInputs(obs, None, columns, policy, rule, None, None), None)
+  clamp = lambda lp: np.clip(lp, -5.0, 2.0).mean(-1)
+  r = np.exp(clamp(new) - clamp(old))                                # [B, K]
+  a = adv[:, None] * 0.9 ** np.array([1, 0])                         # the last step weighs 1
+  eps = 0.05 + 0.15 * (np.exp(3.0 * np.array([0, 1])) - 1) / (np.exp(3.0) - 1)
+  want = np.mean(np.maximum(-a * r, -a * np.clip(r, 1 - eps, 1 + eps)))
+  np.testing.assert_allclose(aux['ratio'], r, rtol=1e-4)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  sum_then_clamp = np.exp(np.clip(new.sum(-1), -5, 2) - np.clip(old.sum(-1), -5, 2))
+  assert np.allclose(sum_then_clamp, 1.0) and not np.allclose(r, 1.0)
+
+
+def _fpo_policy(losses):
+  """A stand-in policy whose regression loss at the stored pairs is its parameters [B, N]."""
+  return Policy('stub', frozenset({'chain'}), 1, None,
+                cfm_loss_at=lambda params, obs, a, t, eps, space: params)
+
+
+def test_fpo_ratio_averages_the_losses_before_the_exp():
+  old = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 2.0]])
+  new = old - np.array([[0.1, 0.2, 0.3], [-0.6, 0.0, 0.0]])
+  adv = np.array([1.5, 1.0])
+  columns = {'fpo_t': jnp.zeros((2, 3)), 'fpo_eps': jnp.zeros((2, 3, 1)),
+             'fpo_loss': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
+  sig = PG.fpo_ratio(samples=3, clip=0.05, normalize_advantage=False)
+  inputs = ActorInputs(jnp.zeros((2, 1)), jnp.zeros((2, 1)), columns, _fpo_policy(new), None, None, None)
+  loss, aux = sig.loss(jnp.asarray(new, jnp.float32), inputs, None)
+  r = np.exp(old.mean(1) - new.mean(1))                              # e^0.2, e^-0.2
+  np.testing.assert_allclose(aux['ratio'], r, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), -np.mean(np.minimum(r * adv, np.clip(r, .95, 1.05) * adv)),
+                             rtol=1e-5)
+
+
+def test_fpo_plus_plus_aspo_objective_per_pair():
+  old = np.array([[1.0, 2.0], [2.0, 25.0], [0.5, 14.0]])
+  new = np.array([[0.9, 1.0], [2.3, 1.0], [0.4, 1.0]])
+  adv = np.array([2.0, -3.0, -150.0])
+  columns = {'fpo_t': jnp.zeros((3, 2)), 'fpo_eps': jnp.zeros((3, 2, 1)),
+             'fpo_loss': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
+  sig = PG.fpo_ratio(samples=2, clip=0.05, per_sample=True, objective='aspo',
+                     normalize_advantage=False)
+  inputs = ActorInputs(jnp.zeros((3, 1)), jnp.zeros((3, 1)), columns, _fpo_policy(new), None, None, None)
+  params = jnp.asarray(new, jnp.float32)
+  loss, aux = sig.loss(params, inputs, None)
+  delta = np.minimum(np.minimum(old, 20) - np.minimum(new, 20), 10.0)   # 25 → 20: δ 19 → 10
+  r = np.exp(delta)
+  a = np.clip(adv, -100, 100)[:, None]
+  ppo = np.minimum(r * a, np.clip(r, 0.95, 1.05) * a)
+  spo = r * a - np.abs(a) / 0.1 * (r - 1) ** 2
+  np.testing.assert_allclose(float(loss), -np.mean(np.where(a >= 0, ppo, spo)), rtol=1e-5)
+  # The clamp at 10 is straight-through: the clamped pair (Â < 0, SPO's side) keeps its gradient.
+  grad = jax.grad(lambda p: sig.loss(p, inputs, None)[0])(params)
+  assert float(jnp.abs(grad[1, 1])) > 0
+
+
+@pytest.mark.parametrize('build, words', [
+    (lambda: _method(P.rectified_flow(), S.euler(), PG.ppo_clip_chain()),
+     ["signal 'ppo_clip_chain'", "'kernel'", "sampler 'euler'", 'noisy_euler']),
+    (lambda: _method(P.rectified_flow(), S.noisy_euler(learned_std=True), PG.ppo_clip_chain()),
+     ["sampler 'noisy_euler'", "'noise_head'", "policy 'rectified_flow'"]),
+    (lambda: _method(P.gaussian(hidden=(8,)), S.direct(), PG.fpo_ratio()),
+     ["signal 'fpo_ratio'", "'chain'", "policy 'gaussian'"]),
+])
+def test_illegal_chain_mixes_are_one_sentence(build, words):
+  with pytest.raises(ConfigError) as e:
+    compile_method(build(), SPEC, ROLLOUT)
+  msg = str(e.value)
+  assert '\n' not in msg
+  for w in words:
+    assert w in msg, (w, msg)
+
+
+def test_kernel_floors_on_a_rule_without_a_kernel_are_refused():
+  with pytest.raises(ConfigError, match="'euler' has none"):
+    S.sampler(S.euler(), min_logprob_std=0.1)
+
+
+def test_learned_noise_std_stays_in_its_range():
+  policy = P.rectified_flow(noise_head=(0.1, 0.24))(SPEC)
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = 10.0 * jax.random.normal(jax.random.PRNGKey(1), (64, SPEC.obs_dim))
+  x = 10.0 * jax.random.normal(jax.random.PRNGKey(2), (64, SPEC.act_dim))
+  std = policy.noise_std(params, obs, x, jnp.linspace(0, 1, 64))
+  assert std.shape == (64, SPEC.act_dim)
+  assert float(std.min()) >= 0.1 - 1e-6 and float(std.max()) <= 0.24 + 1e-6
+  assert float(std.max() - std.min()) > 0.01                         # it depends on its inputs
+
+
+def test_genpo_log_prob_is_the_change_of_variables_through_its_inverse():
+  """x_K = f(x_0) by the coupled steps: the inverse recovers x_0, and log π(x_K) equals
+  log N(x_0) − log|det J_f(x_0)| with J_f by central finite differences in float64."""
+  spec = EnvSpec(obs_dim=2, act_dim=2)
+  policy = CF.coupled_flow(steps=3, mix=0.9, hidden=(16,))(spec)
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (3, 2))
+  dist, _ = policy.distribution(params, obs)
+  x0 = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (3, 4)), np.float64)
+  forward = dist.bijector.forward
+  x_k = np.asarray(forward(jnp.asarray(x0, jnp.float32)), np.float64)
+  np.testing.assert_allclose(dist.bijector.inverse(jnp.asarray(x_k, jnp.float32)), x0, atol=1e-4)
+  with jax.enable_x64(True):
+    obs64 = jnp.asarray(obs, jnp.float64)
+    params64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
+    f64 = policy.distribution(params64, obs64)[0].bijector.forward
+    h = 1e-5
+    jac = np.stack([(np.asarray(f64(jnp.asarray(x0 + h * e))) - np.asarray(f64(jnp.asarray(x0 - h * e))))
+                    / (2 * h) for e in np.eye(4)], axis=-1)                    # [B, 4, 4]
+  want = stats.multivariate_normal(np.zeros(4)).logpdf(x0) - np.linalg.slogdet(jac)[1]
+  np.testing.assert_allclose(dist.log_prob(jnp.asarray(x_k, jnp.float32)), want, atol=2e-3)
+  action, extras = jax.jit(lambda k: PG.ppo_clip().collect(policy, S.sampler(S.direct()), params,
+                                                           obs, k))(jax.random.PRNGKey(3))
+  z, y = np.split(np.asarray(extras['sample']), 2, axis=-1)
+  np.testing.assert_allclose(action, (z + y) / 2, rtol=1e-6)              # the env's action
+
+
+def test_compression_needs_a_coupled_flow():
+  with pytest.raises(ConfigError, match="regularizer 'compression'.*'coupled'.*policy 'gaussian'"):
+    compile_method(_method(P.gaussian(hidden=(8,)), S.direct(), PG.ppo_clip())._replace(
+        regularizer=CF.compression()), SPEC, ROLLOUT)
