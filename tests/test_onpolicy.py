@@ -112,7 +112,8 @@ def test_a_rollout_through_the_driver_has_hand_computed_gae_across_resets(tmp_pa
       'rollout_source.minibatches=4', 'rollout_source.epochs=1', 'train.eval_every=1000',
       'train.checkpoint_every=64', 'actor_optimizer.learning_rate=1e-30',
       'critic_optimizer.learning_rate=1e-30', 'gaussian.hidden=(8,)', 'state_value.hidden=(8,)',
-      'Method.normalize_obs=False'])   # statistics that move after the burst would change V here
+      'Method.normalize_obs=False',    # statistics that move after the burst would change V here
+      'rollout_source.normalize_reward=False'])   # GAE on the env's own rewards
   agent, cfg, env_name = cli.build()
   real_make_env, seen = driver.make_env, []
 

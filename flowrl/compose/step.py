@@ -84,8 +84,12 @@ def fused_updates(agent: Agent, source: DataSource):
 
   def one_unless_stopped(carry, inputs):
     state, data, halted = carry
+    step = state.step
     state, data, metrics = cond_or_pass(~halted, update, lambda s, d, i, k: (s, d), state, data,
                                         *inputs)
+    # The counter counts update slots, run or skipped, so it stays in lockstep across vmapped
+    # seeds (whose early stops differ) and unbatched (`seed_axes`).
+    state = state._replace(step=step + 1)
     return (state, data, halted | source.stop_when(metrics)), {**metrics, 'ran': ~halted}
 
   def run(state, data, key):

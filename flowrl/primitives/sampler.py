@@ -100,7 +100,8 @@ def _kernel_rule(name, requires, mean_std, provides=()):
 
 def _with_kernel(s: Sampler, kernel: Kernel) -> Sampler:
   def sample(policy, params, obs, key, steps, deterministic, q=None):
-    return SampleOut(sample_chain(kernel, policy, params, obs, key, steps)[0])
+    noise = not (deterministic and kernel.deterministic_eval)
+    return SampleOut(sample_chain(kernel, policy, params, obs, key, steps, noise=noise)[0])
   return s._replace(sample=sample, kernel=kernel)
 
 
@@ -270,18 +271,20 @@ def direct() -> Sampler:
 @gin.configurable(module='flowrl')
 def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
             eval_best_of: int = 1, min_sampling_std: float = 0.0, min_logprob_std: float = 0.0,
-            noise_clip: float = 0.0) -> Sampler:
+            noise_clip: float = 0.0, deterministic_eval: bool = False) -> Sampler:
   """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
   (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection. On a rule with a
   transition kernel: floors of the sampling and the likelihood std, and the clip of the standard
-  normal noise (0: none); DPPO uses 0.1, 0.1 and 3."""
-  floors = (min_sampling_std, min_logprob_std, noise_clip)
+  normal noise (0: none), DPPO's 0.1, 0.1 and 3; `deterministic_eval` evaluates through the
+  kernel's means without noise (DPPO, ReinFlow; otherwise chains sample in evaluation too)."""
+  floors = (min_sampling_std, min_logprob_std, noise_clip, deterministic_eval)
   if any(floors):
     if rule.kernel is None:
       from flowrl.errors import ConfigError
-      raise ConfigError(f"sampler.min_sampling_std/min_logprob_std/noise_clip need a rule with a "
-                        f"transition kernel; '{rule.name}' has none (kernel rules: ddpm, ddim, "
-                        f"euler_maruyama, noisy_euler).")
+      raise ConfigError(f"sampler.min_sampling_std/min_logprob_std/noise_clip/deterministic_eval "
+                        f"need a rule with a transition kernel; '{rule.name}' has none (kernel "
+                        f"rules: ddpm, ddim, euler_maruyama, noisy_euler).")
     rule = _with_kernel(rule, rule.kernel._replace(
-        min_sampling_std=min_sampling_std, min_logprob_std=min_logprob_std, noise_clip=noise_clip))
+        min_sampling_std=min_sampling_std, min_logprob_std=min_logprob_std, noise_clip=noise_clip,
+        deterministic_eval=deterministic_eval))
   return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of)

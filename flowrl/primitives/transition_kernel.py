@@ -25,6 +25,7 @@ class Kernel(NamedTuple):
   min_sampling_std: float = 0.0  # floor of the std the sampler draws with (DPPO: 0.1)
   min_logprob_std: float = 0.0   # floor of the std the likelihood scores with (DPPO: 0.1)
   noise_clip: float = 0.0        # z clipped to ±noise_clip; 0: not clipped (DPPO: 3)
+  deterministic_eval: bool = False  # evaluation walks the means, x_{k−1} = μ_k (DPPO, ReinFlow)
 
 
 def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
@@ -41,9 +42,10 @@ def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
                          col(alphas[k - 1]), col(sigmas[k - 1]))
 
 
-def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chain: bool = False):
-  """Run the kernel from x_K ~ N(0, I) to x_0. Returns clip(x_0, ±1) and, with `keep_chain`, the
-  chain [B, K+1, A] (unclipped, as scored)."""
+def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chain: bool = False,
+                 noise: bool = True):
+  """Run the kernel from x_K ~ N(0, I) to x_0 (without `noise`, through the means). Returns
+  clip(x_0, ±1) and, with `keep_chain`, the chain [B, K+1, A] (unclipped, as scored)."""
   init_key, key = jax.random.split(key)
   x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
   cond = policy.condition(params, obs)                 # loop-invariant: once per chain
@@ -56,7 +58,7 @@ def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chai
       z = jnp.clip(z, -kernel.noise_clip, kernel.noise_clip)
     if kernel.min_sampling_std:
       std = jnp.maximum(std, kernel.min_sampling_std)
-    x = mean + std * z
+    x = mean + std * z if noise else mean
     return x, (x if keep_chain else None)
 
   ks = jnp.arange(steps, 0, -1)
