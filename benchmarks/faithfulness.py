@@ -32,6 +32,13 @@ sys.path.insert(0, ROOT)
 TASKS = ('HalfCheetah-v5', 'Hopper-v5')
 BUDGETS = {'sac': 50_000, 'td3': 50_000, 'qsm': 20_000, 'dacer': 20_000, 'dipo': 20_000}
 SLOW = {'sdac': 20_000, 'idem': 20_000, 'dpmd': 20_000, 'gempo': 20_000, 'qvpo': 20_000}
+# On-policy methods at the budget of their published figures, on their own tasks, evaluated every
+# 50k frames (10 episodes every 10k would cost as many env steps as training).
+ONPOLICY = {'ppo': 1_000_000}
+ONPOLICY_TASKS = ('Hopper-v5', 'Walker2d-v5', 'HalfCheetah-v5')
+EVAL_EVERY = {'ppo': 50_000}
+_PPO_FIGURES = {'Hopper-v5': (2449, 2410), 'Walker2d-v5': (3142, 3479),
+                'HalfCheetah-v5': (2149, 5819)}
 
 # Reference figures: evaluation return at the same frame budget, same evaluation (10
 # deterministic episodes), from the reference implementation run on this machine kind.
@@ -42,6 +49,12 @@ REFERENCE = {
         'source': 'flow-rl (typoverflow/flow-rl) SAC, seeds 0 and 1, 50k frames, 10 deterministic '
                   'episodes, run on this machine kind; target: mean >= 3400 over >= 4 seeds'},
 }
+for _task, (_ppo2, _sb3) in _PPO_FIGURES.items():
+  REFERENCE[('ppo', _task, 1_000_000)] = {
+      'target_mean': float(min(_ppo2, _sb3)), 'reference_runs': [float(_ppo2), float(_sb3)],
+      'source': 'published PPO at 1M steps on the MuJoCo v1-v3 tasks: OpenAI baselines ppo2 '
+                '(Hopper 2449, Walker2d 3142, HalfCheetah 2149) and Stable-Baselines3 (2410, 3479, '
+                '5819); target: mean >= the lower of the two'}
 # What a result means where no reference figure exists at its budget.
 REMARKS = {
     ('qsm', 'HalfCheetah-v5', 20_000):
@@ -55,9 +68,10 @@ DOC = os.path.join(ROOT, 'docs', 'benchmarks.md')
 IMG = os.path.join(ROOT, 'docs', 'img')
 
 
-def sweep_bindings(frames: int):
-  return [f'train.total_frames={frames}', 'train.eval_every=10000', 'train.eval_episodes=10',
-          f'train.checkpoint_every={frames}', 'train.log_every=5000']
+def sweep_bindings(frames: int, method: str = ''):
+  every = EVAL_EVERY.get(method, 10_000)
+  return [f'train.total_frames={frames}', f'train.eval_every={every}', 'train.eval_episodes=10',
+          f'train.checkpoint_every={frames}', f'train.log_every={max(5000, every // 2)}']
 
 
 def run_one(method: str, task: str, frames: int, seeds: int, work: str) -> str:
@@ -66,7 +80,7 @@ def run_one(method: str, task: str, frames: int, seeds: int, work: str) -> str:
   out = os.path.join(work, f'{method}-{task}-{frames}')
   args = [f'--gin={os.path.join(ROOT, "gin", method + ".gin")}', '--env', task, '--seeds', str(seeds), '--out', out,
           '--reps', '2000']
-  for b in sweep_bindings(frames):
+  for b in sweep_bindings(frames, method):
     args += ['--bind', b]
   if os.path.exists(os.path.join(out, 'sweep.json')):
     args = ['--resume', out, '--reps', '2000']
@@ -117,7 +131,8 @@ def write_doc(results: dict):
       '## Faithfulness: learning speed at a fixed frame budget', '',
       'Written by `python benchmarks/faithfulness.py` from `benchmarks/results/faithfulness.json` '
       '(this section only; do not edit it by hand). Each method runs its own gin file through `flowrl.ablate` on this '
-      '2-core CPU machine, with 10 deterministic evaluation episodes every 10k frames. The final '
+      '2-core CPU machine, with 10 deterministic evaluation episodes every 10k frames (PPO: '
+      'every 50k). The final '
       'return is the last evaluation (at the budget), never the best one seen. Mean and IQM over '
       'seeds with rliable stratified-bootstrap 95% CIs; with 4 seeds the IQM is the mean of the '
       'middle two.', '',
@@ -146,7 +161,8 @@ def write_doc(results: dict):
     report.curves_png(task, named, os.path.join(IMG, name), unit='seeds', marker='o', dpi=90)
     lines += [f'### {task}', '', f'![{task} learning curves](img/{name})', '']
   done = {(e['method'], e['task']) for e in rows}
-  missing = [m for m in list(BUDGETS) + list(SLOW) if not any(e['method'] == m for e in rows)]
+  missing = [m for m in list(BUDGETS) + list(SLOW) + list(ONPOLICY)
+             if not any(e['method'] == m for e in rows)]
   partial = [f'{m} on {t}' for m in BUDGETS for t in TASKS
              if m not in missing and (m, t) not in done]
   if missing or partial:
@@ -179,8 +195,9 @@ def _replace_section(text: str):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--methods', default=','.join(BUDGETS),
-                 help=f'comma-separated; budgets: {dict(BUDGETS, **SLOW)}')
-  p.add_argument('--tasks', default=','.join(TASKS))
+                 help=f'comma-separated; budgets: {dict(BUDGETS, **SLOW, **ONPOLICY)}')
+  p.add_argument('--tasks', default=None, help=f'default: {",".join(TASKS)} '
+                 f'({",".join(ONPOLICY_TASKS)} for {",".join(ONPOLICY)})')
   p.add_argument('--seeds', type=int, default=4)
   p.add_argument('--frames', type=int, help='override every method\'s budget')
   p.add_argument('--work', default=os.path.join(ROOT, 'ablations', 'faithfulness'))
@@ -192,12 +209,13 @@ def main(argv=None):
   results = load()
   new = {}
   if not args.report_only:
-    budgets = dict(BUDGETS, **SLOW)
+    budgets = dict(BUDGETS, **SLOW, **ONPOLICY)
     for method in args.methods.split(','):
       if method not in budgets:
         p.error(f'unknown method {method!r}; known: {", ".join(budgets)}')
       frames = args.frames or budgets[method]
-      for task in args.tasks.split(','):
+      tasks = args.tasks or ','.join(ONPOLICY_TASKS if method in ONPOLICY else TASKS)
+      for task in tasks.split(','):
         out = run_one(method, task, frames, args.seeds, args.work)
         e = entry(method, task, frames, out, args.reps)
         new[f'{method}/{task}/{frames}'] = results[f'{method}/{task}/{frames}'] = e

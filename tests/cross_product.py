@@ -68,6 +68,14 @@ def run_jaxpr(jaxpr, consts, args):
   return [read(v) for v in jaxpr.outvars]
 
 
+def _eager(fn, *args):
+  """fn(*args) through `run_jaxpr` (no compilation of its own)."""
+  import jax
+  closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+  leaves = run_jaxpr(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args))
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), leaves)
+
+
 def combinations() -> List[Tuple[str, ...]]:
   """Every primitive of each axis × every data source (`train.source`)."""
   from flowrl.data import SOURCES
@@ -137,8 +145,13 @@ def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
       continue
     try:
       state = agent.init(jax.random.PRNGKey(0))
-      closed, shape = jax.make_jaxpr(agent.update, return_shape=True)(state, batch, key)
-      leaves = run_jaxpr(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((state, batch, key)))
+      rows = batch
+      if agent.value is not None:   # on-policy: the columns collection stores (chains, (t, ε), ...)
+        rows = {**batch, **dict(zip(('action', 'extras'), _eager(agent.collect, state,
+                                                                 batch['obs'], key)))}
+        rows.update(rows.pop('extras'))
+      closed, shape = jax.make_jaxpr(agent.update, return_shape=True)(state, rows, key)
+      leaves = run_jaxpr(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((state, rows, key)))
       state, _, metrics = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), leaves)
       bad = [k for k, v in metrics.items() if not np.isfinite(np.asarray(v)).all()]
       bad += ['params' for leaf in jax.tree_util.tree_leaves(state)

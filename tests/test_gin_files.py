@@ -25,7 +25,8 @@ TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserN
         'sampler.steps=2', 'estimated_entropy.num_samples=8',
         'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
         'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
-        'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3']
+        'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3',
+        'coupled_flow.hidden=(16,)', 'fpo_ratio.samples=2']
 
 
 def _same_numbers_as_golden(name, seen, path=GOLDEN, atol=1e-5):
@@ -66,8 +67,10 @@ def test_method_file_compiles_and_updates(path):
            'reward': jax.random.normal(ks[2], (16,)), 'next_obs': jax.random.normal(ks[3], (16, o)),
            'terminated': jnp.zeros(16), **{c: act for c in agent.columns},
            # a rollout's columns, read by on-policy methods only
-           'log_prob': -jnp.ones(16), 'advantage': jnp.linspace(-1.0, 1.0, 16),
-           'return': jnp.ones(16), 'value': jnp.zeros(16)}
+           'advantage': jnp.linspace(-1.0, 1.0, 16), 'return': jnp.ones(16)}
+  if agent.value is not None:          # on-policy: what collection stores (log-probs, chains, ...)
+    batch['action'], extras = agent.collect(state, batch['obs'], jax.random.PRNGKey(2))
+    batch.update(extras)
   update = jax.jit(agent.update)
   seen = {}
   for i in range(2):   # step 0 runs the actor; step 1 skips it when actor_every = 2
@@ -78,19 +81,23 @@ def test_method_file_compiles_and_updates(path):
   assert int(state.step) == 2
   _same_numbers_as_golden(os.path.relpath(path, ROOT), seen)
   action = jax.jit(agent.act, static_argnums=3)(state, batch['obs'], jax.random.PRNGKey(3), True)
-  assert action.shape == (16, a) and float(jnp.max(jnp.abs(action))) <= 1.0
+  assert action.shape == (16, a)
+  assert agent.value is not None or float(jnp.max(jnp.abs(action))) <= 1.0   # PPO's: unsquashed
 
   # the seed-batched frame step traces for every method: each primitive batches under vmap and
   # the counters stay unbatched (vmap's out_axes=None would fail otherwise), no compile needed
   from flowrl.compose.step import TRANSITION, batched_programs, make_source
-  init, step, act_eval, periodic = batched_programs(agent, make_source(agent, cfg), cfg, (0, 1))
+  n = cfg.envs_per_seed
+  init, step, act_eval, periodic = batched_programs(agent, make_source(agent, cfg, n), cfg, (0, 1),
+                                                    n)
   loop = jax.eval_shape(init)
-  two = lambda *shape: jax.ShapeDtypeStruct((2, 1) + shape, jnp.float32)   # [seeds, envs, ...]
+  two = lambda *shape: jax.ShapeDtypeStruct((2, n) + shape, jnp.float32)   # [seeds, envs, ...]
   transitions = dict(zip(TRANSITION, (two(o), two(a), two(), two(o), two(), two())))
   loop, actions, metrics = jax.eval_shape(step, loop, transitions, jnp.bool_(True), two(o))
-  assert actions.shape == (2, 1, a) and loop.agent.step.shape == () and loop.frame.shape == ()
+  assert actions.shape == (2, n, a) and loop.agent.step.shape == () and loop.frame.shape == ()
+  one = lambda *shape: jax.ShapeDtypeStruct((2, 1) + shape, jnp.float32)
   assert all(m.shape[0] == 2 for m in metrics.values())
-  assert jax.eval_shape(act_eval, loop.agent, two(o),
+  assert jax.eval_shape(act_eval, loop.agent, one(o),
                         jax.ShapeDtypeStruct((2, 2), jnp.uint32)).shape == (2, 1, a)
   if periodic is not None:             # DACER's entropy estimate, a program of its own
     after = jax.eval_shape(periodic, loop)

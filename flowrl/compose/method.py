@@ -22,7 +22,8 @@ CAPABILITIES = {
     'noise_head': ('policy', 'a learned noise std σ_φ(s, x_t, t)'),
     'coupled': ('policy', "a coupled flow's doubled action (z, y)"),
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
-    'kernel': ('sampler', 'Gaussian transition kernels whose chains can be scored'),
+    'kernel': ('sampler', 'Gaussian transition kernels with a likelihood at every step (ddpm '
+                          'and ddim: with sampler.min_logprob_std > 0)'),
     'logprob': ('sampler', 'the log-probability of its samples'),
     'weight_temperature': ('regularizer', 'an auto-tuned temperature for its weights'),
     'sample_log_prob': ('signal', "the log-probability of the policy's own samples in its aux"),

@@ -91,11 +91,14 @@ def _chain_rule(name, requires, make_step, init_memory=None):
   return Sampler(name, frozenset({'differentiable'}), frozenset(requires), sample, steps=1)
 
 
-def _kernel_rule(name, requires, mean_std, provides=()):
+def _kernel_rule(name, requires, mean_std, scorable=True):
   """A Sampler whose steps are Gaussian transition kernels (`transition_kernel`): it samples by
-  the kernel and exposes it ('kernel'), so on-policy signals can score its chains."""
-  return _with_kernel(Sampler(name, frozenset({'differentiable', 'kernel', *provides}),
-                              frozenset(requires), None, steps=1), Kernel(mean_std))
+  the kernel and exposes it, so on-policy signals can score its chains ('kernel') where every
+  step has a positive std. DDPM's and DDIM's last step has none (σ = 0): they become scorable
+  with `sampler.min_logprob_std` > 0."""
+  provides = {'differentiable', 'kernel'} if scorable else {'differentiable'}
+  return _with_kernel(Sampler(name, frozenset(provides), frozenset(requires), None, steps=1),
+                      Kernel(mean_std))
 
 
 def _with_kernel(s: Sampler, kernel: Kernel) -> Sampler:
@@ -116,7 +119,7 @@ def ddpm(clip_denoised: bool = True) -> Sampler:
     c0, ct, var = _posterior(a_t, s_t, a_s, s_s)
     return c0 * x0 + ct * x, jnp.sqrt(var)
 
-  return _kernel_rule('ddpm', {'vp_path'}, mean_std)
+  return _kernel_rule('ddpm', {'vp_path'}, mean_std, scorable=False)
 
 
 @primitive('sampler')
@@ -131,7 +134,7 @@ def ddim(eta: float = 0.0, clip_denoised: bool = True) -> Sampler:
     dir_scale = jnp.sqrt(jnp.maximum(s_s ** 2 - c ** 2, 0.0))
     return a_s * x0 + dir_scale * eps, c
 
-  return _kernel_rule('ddim', {'vp_path'}, mean_std)
+  return _kernel_rule('ddim', {'vp_path'}, mean_std, scorable=False)
 
 
 @primitive('sampler')
@@ -287,4 +290,6 @@ def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
     rule = _with_kernel(rule, rule.kernel._replace(
         min_sampling_std=min_sampling_std, min_logprob_std=min_logprob_std, noise_clip=noise_clip,
         deterministic_eval=deterministic_eval))
+    if min_logprob_std > 0:            # every step now has a likelihood
+      rule = rule._replace(provides=rule.provides | {'kernel'})
   return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of)
