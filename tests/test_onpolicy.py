@@ -281,3 +281,76 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
     transplant(other.init(jax.random.PRNGKey(0)), read_checkpoint(str(tmp_path / 'a'))[0],
                str(tmp_path / 'a'), 0)
   assert 'shape' in str(e.value) and 'linear_0' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_kl_early_stop_skips_the_rest_of_the_burst_and_keeps_counters_in_lockstep():
+  """target_kl = 1e-9: the burst's first minibatch has KL 0 (ratio 1) and runs, the second runs
+  and reports KL > 1e-9, the remaining two are skipped. The update counter still counts all four
+  slots (it stays unbatched across seeds); Adam counts the two steps taken."""
+  from flowrl.compose import step as loop_step
+  source_choice = rollout_source(steps=8, epochs=2, minibatches=2, target_kl=1e-9)
+  agent = compile_method(ppo(), SPEC, source_choice)
+  cfg = loop_step.TrainConfig(total_frames=8, random_frames=0, learning_starts=0,
+                              source=source_choice)
+  source = loop_step.make_source(agent, cfg)
+  step = jax.jit(loop_step.make_frame_step(agent, source, cfg))
+  loop = loop_step.init_loop(agent, source, 0)
+  rng = np.random.default_rng(2)
+  obs = rng.normal(size=(9, 1, SPEC.obs_dim)).astype(np.float32)
+  z = lambda *shape: np.zeros((1,) + shape, np.float32)
+  loop, action, _ = step(loop, {'obs': obs[0], 'action': z(SPEC.act_dim), 'reward': z(),
+                                'next_obs': obs[1], 'terminated': z(), 'truncated': z()},
+                         jnp.bool_(False), obs[0])
+  for t in range(8):
+    row = {'obs': obs[t], 'action': np.asarray(action), 'reward': rng.normal(size=(1,)).astype(
+        np.float32), 'next_obs': obs[t + 1], 'terminated': z(), 'truncated': z()}
+    loop, action, metrics = step(loop, row, jnp.bool_(True), obs[t + 1])
+  np.testing.assert_array_equal(metrics['updated'], [1.0, 1.0, 0.0, 0.0])
+  assert float(metrics['actor/approx_kl'][1]) > 1e-9 and int(loop.agent.step) == 4
+  counts = [int(x) for x in jax.tree_util.tree_leaves(loop.agent.actor.opt_state)
+            if getattr(x, 'dtype', None) == jnp.int32]
+  assert counts and set(counts) == {2}
+
+
+def test_adaptive_kl_learning_rate_follows_the_rule_and_steers_the_step():
+  from flowrl.compose.method import actor_optimizer, adapt_to_kl
+  import optax
+  params = {'w': jnp.ones(3)}
+  opt = actor_optimizer(learning_rate=1e-3, kl_target=0.01)
+  state = opt.init(params)
+  lr = lambda s: float(s.hyperparams['learning_rate'])
+  np.testing.assert_allclose(lr(adapt_to_kl(state, 0.05)), 1e-3 / 1.5, rtol=1e-6)   # > 2·target
+  np.testing.assert_allclose(lr(adapt_to_kl(state, 0.001)), 1.5e-3, rtol=1e-6)      # < target/2
+  np.testing.assert_allclose(lr(adapt_to_kl(state, 0.01)), 1e-3, rtol=1e-6)         # in between
+  low = state._replace(hyperparams={**state.hyperparams, 'learning_rate': jnp.float32(1.2e-5)})
+  np.testing.assert_allclose(lr(adapt_to_kl(low, 1.0)), 1e-5, rtol=1e-6)            # floor
+  grads = {'w': jnp.array([0.5, -1.0, 2.0])}
+  step = lambda s: np.asarray(opt.update(grads, s, params)[0]['w'])
+  np.testing.assert_allclose(step(adapt_to_kl(state, 0.05)), step(state) / 1.5, rtol=1e-5)
+  plain = actor_optimizer(learning_rate=1e-3)
+  assert adapt_to_kl(plain.init(params), 1.0) is not None        # no kl_target: left as is
+  np.testing.assert_allclose(np.asarray(optax.apply_updates(params, opt.update(
+      grads, state, params)[0])['w']), 1.0 - 1e-3 * np.sign([0.5, -1.0, 2.0]), rtol=1e-4)
+
+
+def test_per_rollout_advantage_normalization_keeps_raw_returns():
+  from flowrl.data.rollout import rollout
+  cols = {'obs': (2,), 'action': (1,), 'reward': (), 'next_obs': (2,), 'terminated': (),
+          'truncated': (), 'value': ()}
+  rng = np.random.default_rng(3)
+  rows = [{k: jnp.asarray(rng.normal(size=(3,) + s), jnp.float32) for k, s in cols.items()}
+          for _ in range(4)]
+  for r in rows:
+    r['terminated'] = r['truncated'] = jnp.zeros(3)
+  value_fn = lambda o: jnp.sum(o, -1)
+  out = {}
+  for flag in (False, True):
+    src = rollout(4, 3, cols, normalize_advantage=flag, minibatches=2)
+    data = src.init()
+    for r in rows:
+      data = src.add(data, r)
+    out[flag] = src.prepare(data, value_fn)
+  np.testing.assert_allclose(out[True].returns, out[False].returns)
+  raw = np.asarray(out[False].advantages)
+  np.testing.assert_allclose(out[True].advantages, (raw - raw.mean()) / (raw.std() + 1e-8),
+                             rtol=1e-5, atol=1e-6)

@@ -63,13 +63,14 @@ def gae(reward, terminated, truncated, values, final_values, next_value, gamma: 
 def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.99,
             lambda_: float = 0.95, epochs: int = 10, minibatches: int = 32,
             reward_scale: float = 1.0, target_kl: Optional[float] = None,
-            normalize_reward: bool = False) -> DataSource:
+            normalize_reward: bool = False, normalize_advantage: bool = False) -> DataSource:
   """`columns`: name -> per-env shape, among them obs, next_obs (the final observation where an
   episode ended), reward, terminated, truncated and value (V(obs) at collection). Rewards are
   multiplied by `reward_scale` before GAE (FPO: 10). Minibatches are drawn from the T·N env steps
   with a fresh permutation per epoch. With `target_kl`, the rest of an iteration's minibatches are
   skipped once one reports an approximate KL above it (DPPO, ReinFlow: 1.0). `normalize_reward`:
-  see the module docstring."""
+  see the module docstring. `normalize_advantage` standardizes the advantages over the whole
+  rollout (returns keep the raw ones); the signals' own option does it per minibatch."""
   size = steps * envs
   if size % minibatches:
     raise ValueError(f'rollout: {steps} steps × {envs} envs = {size} rows do not split into '
@@ -102,7 +103,10 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
     next_values = value_fn(d['next_obs'].reshape(size, -1)).reshape(steps, envs)
     adv = gae(reward, d['terminated'], d['truncated'], d['value'], next_values,
               next_values[-1], gamma, lambda_)
-    return state._replace(advantages=adv, returns=adv + d['value'])
+    returns = adv + d['value']
+    if normalize_advantage:
+      adv = (adv - jnp.mean(adv)) / (jnp.std(adv) + 1e-8)
+    return state._replace(advantages=adv, returns=returns)
 
   def batches(state: Rollout, keys):
     """keys [epochs × minibatches, 2]: epoch e permutes the T·N rows with key e·minibatches."""
@@ -130,19 +134,22 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
 @gin.configurable(module='flowrl')
 def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
                    gae_lambda: float = 0.95, target_kl: Optional[float] = None,
-                   normalize_reward: bool = False) -> SourceChoice:
+                   normalize_reward: bool = False,
+                   normalize_advantage: bool = False) -> SourceChoice:
   """On-policy rollouts: `steps` vector steps of every env, then `epochs` passes of `minibatches`
   minibatches over the steps × envs rows with GAE(γ, λ) advantages (γ: the method's), then
   cleared. Stores what the agent's `collect` returns beside the action (log-probs, values). With
   `target_kl`, an iteration stops early at the first minibatch whose approximate KL exceeds it.
-  `normalize_reward` divides rewards by the running std of discounted returns (CleanRL's PPO)."""
+  `normalize_reward` divides rewards by the running std of discounted returns (CleanRL's PPO);
+  `normalize_advantage` standardizes advantages per rollout (else the signal's per-minibatch
+  option applies)."""
 
   def make(agent, cfg, envs):
     o, a = (agent.spec.obs_dim,), (agent.spec.act_dim,)
     columns = {'obs': o, 'action': a, 'reward': (), 'next_obs': o, 'terminated': (),
                'truncated': (), **(agent.extras or {})}
     return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches,
-                   agent.method.reward_scale, target_kl, normalize_reward)
+                   agent.method.reward_scale, target_kl, normalize_reward, normalize_advantage)
 
   def check(cfg):
     from flowrl.errors import ConfigError
