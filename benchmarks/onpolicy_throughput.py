@@ -28,6 +28,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_io import emit  # noqa: E402  (benchmarks/)
 os.environ.setdefault('MUJOCO_GL', 'egl')
 ENV = 'HalfCheetah-v5'
 ROWS = 2048
@@ -147,11 +149,7 @@ def main():
         'per_step_frames_per_s': statistics.median(x['per_step'] for x in rounds),
         'ratio': round(statistics.median(x['ours'] / x['per_step'] for x in rounds), 3),
         'rounds': rounds}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+  emit(result, args.out, indent=1)
 
 
 if __name__ == '__main__':

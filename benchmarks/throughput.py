@@ -44,6 +44,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_io import emit  # noqa: E402  (benchmarks/)
 os.environ.setdefault('MUJOCO_GL', 'egl')
 ENV = 'HalfCheetah-v5'
 
@@ -313,11 +314,7 @@ def main():
     entry.update(measure(m, args.seconds, rate))
     result['methods'][m] = entry
     print(json.dumps({m: entry}), file=sys.stderr, flush=True)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+  emit(result, args.out, indent=2)
 
 
 if __name__ == '__main__':

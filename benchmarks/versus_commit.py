@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from results_io import emit  # noqa: E402  (benchmarks/)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'HalfCheetah-v5'
 METHODS = ('sac', 'td3', 'dipo', 'qsm', 'dacer', 'sdac', 'idem', 'dpmd', 'gempo', 'qvpo')
@@ -172,11 +174,7 @@ def main():
       print(json.dumps({method: results['methods'][method]}), file=sys.stderr, flush=True)
   finally:
     subprocess.run(['git', 'worktree', 'remove', '--force', base], cwd=ROOT, capture_output=True)
-  text = json.dumps(results, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+  emit(results, args.out, indent=1)
 
 
 if __name__ == '__main__':

@@ -68,6 +68,8 @@ def _fit(saved, like, seeds: int, what: str, source: str):
         value = np.broadcast_to(value[:1], want)  # another seed count: its first seed for all
       elif value.shape == want[1:]:
         value = np.broadcast_to(value[None], want)
+    elif not seeds and value.shape != want and value.shape[1:] == want:
+      value = value[0]                            # a run of several seeds: its first seed
     if value.shape != want:
       return None, (f"{what} parameter {jax.tree_util.keystr(path)} has shape {value.shape} in "
                     f"{source} and {want} here")
