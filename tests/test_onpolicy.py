@@ -186,16 +186,21 @@ def test_running_obs_statistics_equal_numpys_over_every_batch_merged():
       (every[:3] - norm.stats.mean) / np.sqrt(norm.stats.var + 1e-8), -10, 10), rtol=1e-5)
 
 
+def _frame_step(m, source_choice, frames):
+  """(agent, jitted frame step, initial loop) of method `m` on `source_choice`, one env."""
+  from flowrl.compose import step as loop_step
+  agent = compile_method(m, SPEC, source_choice)
+  cfg = loop_step.TrainConfig(total_frames=frames, random_frames=0, learning_starts=0,
+                              source=source_choice)
+  source = loop_step.make_source(agent, cfg)
+  return (agent, jax.jit(loop_step.make_frame_step(agent, source, cfg)),
+          loop_step.init_loop(agent, source, 0))
+
+
 def test_with_obs_normalization_each_rollout_trains_on_the_statistics_it_was_collected_with():
   """PPO with Method.normalize_obs through the step: statistics move only after a burst (to the
   rollout's observations), so every burst's first minibatch has ratio 1 exactly."""
-  from flowrl.compose import step as loop_step
-  agent = compile_method(ppo()._replace(normalize_obs=True), SPEC, ROLLOUT)
-  cfg = loop_step.TrainConfig(total_frames=32, random_frames=0, learning_starts=0,
-                              source=ROLLOUT)
-  source = loop_step.make_source(agent, cfg)
-  step = jax.jit(loop_step.make_frame_step(agent, source, cfg))
-  loop = loop_step.init_loop(agent, source, 0)
+  agent, step, loop = _frame_step(ppo()._replace(normalize_obs=True), ROLLOUT, 32)
   rng = np.random.default_rng(1)
   obs = (5.0 + 3.0 * rng.normal(size=(17, 1, SPEC.obs_dim))).astype(np.float32)
   z = lambda *shape: np.zeros((1,) + shape, np.float32)
@@ -287,14 +292,8 @@ def test_kl_early_stop_skips_the_rest_of_the_burst_and_keeps_counters_in_lockste
   """target_kl = 1e-9: the burst's first minibatch has KL 0 (ratio 1) and runs, the second runs
   and reports KL > 1e-9, the remaining two are skipped. The update counter still counts all four
   slots (it stays unbatched across seeds); Adam counts the two steps taken."""
-  from flowrl.compose import step as loop_step
   source_choice = rollout_source(steps=8, epochs=2, minibatches=2, target_kl=1e-9)
-  agent = compile_method(ppo(), SPEC, source_choice)
-  cfg = loop_step.TrainConfig(total_frames=8, random_frames=0, learning_starts=0,
-                              source=source_choice)
-  source = loop_step.make_source(agent, cfg)
-  step = jax.jit(loop_step.make_frame_step(agent, source, cfg))
-  loop = loop_step.init_loop(agent, source, 0)
+  agent, step, loop = _frame_step(ppo(), source_choice, 8)
   rng = np.random.default_rng(2)
   obs = rng.normal(size=(9, 1, SPEC.obs_dim)).astype(np.float32)
   z = lambda *shape: np.zeros((1,) + shape, np.float32)
