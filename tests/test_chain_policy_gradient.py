@@ -255,3 +255,88 @@ def test_compression_needs_a_coupled_flow():
   with pytest.raises(ConfigError, match="regularizer 'compression'.*'coupled'.*policy 'gaussian'"):
     compile_method(_method(P.gaussian(hidden=(8,)), S.direct(), PG.ppo_clip())._replace(
         regularizer=CF.compression()), SPEC, ROLLOUT)
+
+
+def test_dppo_pair_minibatches_score_one_step_each_and_average_to_the_env_step_loss():
+  """DPPO's (env step, denoising step) unit: a row scores only its own step, and the loss over
+  all T·K pairs equals the loss over the T env steps with whole chains (advantages unnormalized,
+  params moved away from the rollout's so ratios differ from 1)."""
+  policy, rule, params, obs, chain = _kernel_case(sigma=0.3, steps=3, batch=4)
+  chain32 = jnp.asarray(chain, jnp.float32)
+  old = _hand_log_probs(policy, params, obs, chain, 0.3, 3)
+  moved = jax.tree_util.tree_map(lambda p: p * 1.2, params)
+  full, _ = chain_log_probs(rule.kernel, policy, moved, obs, chain32, 3)
+  index = jnp.array([2, 0, 1, 2])
+  one, _ = chain_log_probs(rule.kernel, policy, moved, obs, chain32, 3, index)
+  np.testing.assert_allclose(one[:, 0], full[jnp.arange(4), index], atol=1e-5)
+
+  sig = PG.ppo_clip_chain(clip=0.2, clip_base=0.05, denoising_discount=0.9,
+                          normalize_advantage=False)
+  adv = jnp.array([1.0, -2.0, 0.5, 3.0])
+  cols = {'chain': chain32, 'chain_log_prob': jnp.asarray(old, jnp.float32), 'advantage': adv}
+  env_loss, _ = sig.loss(moved, ActorInputs(obs, None, cols, policy, rule, None, None), None)
+  n, i = np.divmod(np.arange(12), 3)                                  # every pair once
+  pair_cols = {k: v[n] for k, v in cols.items()}
+  pair_cols['denoising_index'] = jnp.asarray(i)
+  pair_loss, aux = sig.loss(moved, ActorInputs(obs[n], None, pair_cols, policy, rule, None, None),
+                            None)
+  np.testing.assert_allclose(float(pair_loss), float(env_loss), rtol=1e-5)
+  assert aux['ratio'].shape == (12, 1) and not np.allclose(aux['ratio'], 1.0)
+
+
+def test_rollout_pair_unit_draws_every_pair_once_per_epoch():
+  from flowrl.data.rollout import rollout
+  src = rollout(steps=2, envs=3, columns={'obs': (1,), 'chain': (4, 1)}, epochs=2,
+                minibatches=3, pairs=3)
+  state = src.init()
+  state = state._replace(data={'obs': jnp.arange(6.0).reshape(2, 3, 1),
+                               'chain': jnp.zeros((2, 3, 4, 1))})
+  idx = src.batches(state, jax.random.split(jax.random.PRNGKey(0), 6))
+  assert idx.shape == (6, 6)                     # 2 epochs × 3 minibatches of 6 of the 18 pairs
+  for epoch in (idx[:3], idx[3:]):
+    rows = [src.gather(state, b) for b in epoch]
+    pairs = {(float(r['obs'][j, 0]), int(r['denoising_index'][j])) for r in rows
+             for j in range(len(r['obs']))}
+    assert pairs == {(float(s), d) for s in range(6) for d in range(3)}
+
+
+def test_pair_unit_needs_a_per_step_signal():
+  joint = _method(P.rectified_flow(noise_head=(0.1, 0.24)), S.noisy_euler(learned_std=True),
+                  PG.ppo_clip_chain(mode='joint'))
+  agent = compile_method(joint, SPEC, ROLLOUT)
+  with pytest.raises(ConfigError, match="mode='per_step'"):
+    rollout_source(steps=8, minibatches=2, unit='denoising_step').make(agent, None, 2)
+  with pytest.raises(ConfigError, match='is not one of'):
+    rollout_source(unit='pairs')
+
+
+@pytest.mark.parametrize('name', ['reinflow', 'genpo'])
+def test_reference_bc_is_the_squared_gap_of_noise_free_actions(name):
+  """ReinFlow's W2 term: zero at the reference itself; after the actor moves, c·mean (a_ref − a)²
+  of the chains' means from x_K = 0 (the gaussian-like direct policy: its mode); the reference
+  side has no gradient."""
+  built = METHODS[name]()
+  built = built._replace(regularizer=R.reference_bc(coefficient=2.0))
+  agent = compile_method(built, SPEC, ROLLOUT)
+  state = agent.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (5, SPEC.obs_dim))
+  reg = agent.regularizer
+  inputs = lambda ref: ActorInputs(obs, None, {}, agent.policy, agent.sampler, None, None,
+                                   reference=ref)
+  params = state.actor.params
+  assert float(reg.actor_loss((), {}, params, inputs(state.reference), jax.random.PRNGKey(2))) == 0
+  moved = jax.tree_util.tree_map(lambda p: p + 0.05, params)
+  key = jax.random.PRNGKey(2)
+  loss = reg.actor_loss((), {}, moved, inputs(state.reference), key)
+  if agent.sampler.kernel is not None:
+    zero = jnp.zeros((5, SPEC.act_dim))
+    act = lambda p: sample_chain(agent.sampler.kernel, agent.policy, p, obs, key, 4, False, False,
+                                 zero)[0]
+  else:
+    act = lambda p: agent.policy.distribution(p, obs)[0].mode() if name != 'genpo' else \
+        S.draw(agent.sampler, agent.policy, p, obs, key, True).action
+  want = 2.0 * np.mean(np.square(np.asarray(act(params)) - np.asarray(act(moved))))
+  assert want > 1e-6
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  ref_grad = jax.grad(lambda r: reg.actor_loss((), {}, moved, inputs(r), key))(state.reference)
+  assert all(float(jnp.max(jnp.abs(g))) == 0 for g in jax.tree_util.tree_leaves(ref_grad))

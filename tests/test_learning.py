@@ -116,7 +116,8 @@ GENERATIVE = {
     # measured: seeds' means of the evaluations at 8k … 41k frames
     'dppo': (['sampler.steps=5', 'vp_diffusion.train_steps=5', 'rollout_source.epochs=8',
               'actor_optimizer.learning_rate=3e-4', 'ppo_clip_chain.clip=0.2',
-              'ppo_clip_chain.clip_base=0.2'], '24, 198, 213, 1000, 1000'),
+              'ppo_clip_chain.clip_base=0.2', 'rollout_source.minibatches=20'],
+             '24, 198, 213, 1000, 1000'),
     'reinflow': (['rollout_source.epochs=5', 'actor_optimizer.learning_rate=3e-4',
                   'actor_optimizer.final_learning_rate=None', 'ppo_clip_chain.clip=0.1'],
                  '56, 159, 159, 869, 1000'),

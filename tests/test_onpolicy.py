@@ -246,7 +246,8 @@ def test_reward_normalization_divides_by_the_running_std_of_discounted_returns()
 
 def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
   """A PPO run's checkpoint starts a second run (learning rates ~0, so its parameters stay put):
-  after its first rollout the second run's actor and critic are the first run's and its
+  after its first rollout the second run's actor, critic and frozen reference actor (for its
+  reference_bc term) are the first run's and its
   observation statistics continue the first's; a policy of other widths is refused in one
   sentence naming the parameter."""
   from flowrl import run as cli
@@ -270,13 +271,16 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
   driver.run(agent, cfg, env_name, str(tmp_path / 'a'), progress=False)
   first = restored(str(tmp_path / 'a'), agent, cfg)
   cli.parse_config(['gin/ppo.gin'], base + ['train.seed=5', 'actor_optimizer.learning_rate=1e-30',
-                                            'critic_optimizer.learning_rate=1e-30'])
+                                            'critic_optimizer.learning_rate=1e-30',
+                                            'Method.regularizer=@reference_bc()',
+                                            'reference_bc.coefficient=1.0'])
   agent, cfg, env_name = cli.build()
   driver.run(agent, cfg, env_name, str(tmp_path / 'b'), progress=False,
              init_from=str(tmp_path / 'a'))
   second = restored(str(tmp_path / 'b'), agent, cfg)
   for a, b in ((first.actor.params, second.actor.params),
-               (first.critic.params, second.critic.params)):
+               (first.critic.params, second.critic.params),
+               (first.actor.params, second.reference)):      # what a BC-to-pretrained term pulls to
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
   # the statistics continue the first run's: its 64 observations, then this run's 64
   np.testing.assert_allclose(second.obs_norm.stats.count, float(first.obs_norm.stats.count) + 64)

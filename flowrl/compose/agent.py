@@ -51,6 +51,8 @@ class TrainState(NamedTuple):
   reg: Any                 # regularizer-owned state (temperature)
   signal: Any = ()         # signal-owned state (DPMD's frozen particle policy)
   obs_norm: Any = ()       # running observation statistics, where the method normalizes
+  reference: Any = ()      # the frozen actor the run started from (its --init-from policy, else
+                           #   its initialization), where a primitive needs 'reference_actor'
 
 
 class Agent(NamedTuple):
@@ -140,7 +142,7 @@ def _learning_steps(method: Method, policy, sampler, signal, reg, critic, actor_
     perturb = lambda act, k: reg.perturb(state.reg, act, k, 'actor')
     temperature = reg.temperature(state.reg) if reg.temperature else None
     inputs = ActorInputs(batch.obs, batch.action, columns, policy, sampler, q, perturb,
-                         state.signal, temperature)
+                         state.signal, temperature, state.reference)
 
     def loss(params):
       signal_loss, aux = signal.loss(params, inputs, signal_key)
@@ -180,7 +182,7 @@ def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor
     signal_key, reg_key = jax.random.split(key)
     q = lambda o, act: critic.values(c.params, o, act)
     inputs = ActorInputs(columns['obs'], columns['action'], columns, policy, sampler, q,
-                         lambda act, k: act, state.signal)
+                         lambda act, k: act, state.signal, reference=state.reference)
 
     def loss(params):
       signal_loss, aux = signal.loss(params, inputs, signal_key)
@@ -207,6 +209,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   sampler, signal = method.sampler, method.signal
   validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
+  needs_reference = 'reference_actor' in signal.requires | reg.requires
 
   def init(key) -> TrainState:
     a_key, c_key = jax.random.split(key)
@@ -217,7 +220,8 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
         actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
         critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
         reg=reg.init(),
-        signal=signal.init(copy(a_params)) if signal.init else ())
+        signal=signal.init(copy(a_params)) if signal.init else (),
+        reference=copy(a_params) if needs_reference else ())
 
   def act(state: TrainState, obs, key, deterministic: bool = False):
     sample_key, noise_key = jax.random.split(key)

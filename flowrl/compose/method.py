@@ -28,6 +28,7 @@ CAPABILITIES = {
     'sample_log_prob': ('signal', "the log-probability of the policy's own samples in its aux"),
     'weight_kl': ('signal', 'the KL of its sample weights to uniform in its aux'),
     'entropy': ('signal', "the policy's entropy in its aux"),
+    'reference_actor': ('compiler', 'a frozen copy of the actor the run started from'),
     'q': ('critic', 'action values Q(s, a)'),
     'v': ('critic', 'state values V(s)'),
     'transitions': ('source', 'stored transitions (s, a, r, s′) to bootstrap a Q target from'),
@@ -84,6 +85,8 @@ def validate(policy, sampler, signal, regularizer, critic, spec: EnvSpec, source
                      ('critic', critic)):
     for cap in sorted(prim.requires):
       owner_axis, meaning = CAPABILITIES[cap]
+      if owner_axis == 'compiler':     # kept by the compiler for whoever asks
+        continue
       owner = owners[owner_axis]
       if cap not in owner.provides:
         alternatives = ', '.join(_providers(owner_axis, cap, spec)) or 'none'

@@ -63,17 +63,22 @@ def gae(reward, terminated, truncated, values, final_values, next_value, gamma: 
 def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.99,
             lambda_: float = 0.95, epochs: int = 10, minibatches: int = 32,
             reward_scale: float = 1.0, target_kl: Optional[float] = None,
-            normalize_reward: bool = False, normalize_advantage: bool = False) -> DataSource:
+            normalize_reward: bool = False, normalize_advantage: bool = False,
+            pairs: int = 0) -> DataSource:
   """`columns`: name -> per-env shape, among them obs, next_obs (the final observation where an
   episode ended), reward, terminated, truncated and value (V(obs) at collection). Rewards are
   multiplied by `reward_scale` before GAE (FPO: 10). Minibatches are drawn from the T·N env steps
   with a fresh permutation per epoch. With `target_kl`, the rest of an iteration's minibatches are
   skipped once one reports an approximate KL above it (DPPO, ReinFlow: 1.0). `normalize_reward`:
   see the module docstring. `normalize_advantage` standardizes the advantages over the whole
-  rollout (returns keep the raw ones); the signals' own option does it per minibatch."""
+  rollout (returns keep the raw ones); the signals' own option does it per minibatch. With
+  `pairs` = K > 0 a minibatch row is an (env step, denoising step) pair, drawn from the T·N·K
+  pairs, with column 'denoising_index' (DPPO)."""
   size = steps * envs
-  if size % minibatches:
-    raise ValueError(f'rollout: {steps} steps × {envs} envs = {size} rows do not split into '
+  rows = size * max(pairs, 1)
+  if rows % minibatches:
+    raise ValueError(f'rollout: {rows} rows ({steps} steps × {envs} envs'
+                     f'{f" × {pairs} denoising steps" if pairs else ""}) do not split into '
                      f'{minibatches} minibatches.')
 
   def init():
@@ -109,15 +114,18 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
     return state._replace(advantages=adv, returns=returns)
 
   def batches(state: Rollout, keys):
-    """keys [epochs × minibatches, 2]: epoch e permutes the T·N rows with key e·minibatches."""
-    perms = jax.vmap(lambda k: jax.random.permutation(k, size))(keys[::minibatches])
-    return perms.reshape(epochs * minibatches, size // minibatches)
+    """keys [epochs × minibatches, 2]: epoch e permutes the rows with key e·minibatches."""
+    perms = jax.vmap(lambda k: jax.random.permutation(k, rows))(keys[::minibatches])
+    return perms.reshape(epochs * minibatches, rows // minibatches)
 
   def gather(state: Rollout, idx):
     flat = {k: v.reshape((size,) + v.shape[2:]) for k, v in state.data.items()}
     flat['advantage'] = state.advantages.reshape(size)
     flat['return'] = state.returns.reshape(size)
-    return {k: v[idx] for k, v in flat.items()}
+    if not pairs:
+      return {k: v[idx] for k, v in flat.items()}
+    step, denoising = jnp.divmod(idx, pairs)
+    return {**{k: v[step] for k, v in flat.items()}, 'denoising_index': denoising}
 
   def finish(state: Rollout):
     return state._replace(t=jnp.zeros((), jnp.int32))
@@ -131,25 +139,45 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
                     stop_when=stop_when)
 
 
+UNITS = ('env_step', 'denoising_step')
+
+
 @gin.configurable(module='flowrl')
 def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
                    gae_lambda: float = 0.95, target_kl: Optional[float] = None,
                    normalize_reward: bool = False,
-                   normalize_advantage: bool = False) -> SourceChoice:
+                   normalize_advantage: bool = False, unit: str = 'env_step') -> SourceChoice:
   """On-policy rollouts: `steps` vector steps of every env, then `epochs` passes of `minibatches`
   minibatches over the steps × envs rows with GAE(γ, λ) advantages (γ: the method's), then
   cleared. Stores what the agent's `collect` returns beside the action (log-probs, values). With
   `target_kl`, an iteration stops early at the first minibatch whose approximate KL exceeds it.
   `normalize_reward` divides rewards by the running std of discounted returns (CleanRL's PPO);
   `normalize_advantage` standardizes advantages per rollout (else the signal's per-minibatch
-  option applies)."""
+  option applies). `unit`: a minibatch row is an 'env_step' (with its whole denoising chain), or
+  a 'denoising_step', one (env step, denoising step) pair of the rollout's T·N·K (DPPO v0.7; a
+  signal that scores single steps: ppo_clip_chain's 'per_step' mode)."""
+  from flowrl.errors import ConfigError
+  if unit not in UNITS:
+    raise ConfigError(f'rollout_source.unit={unit!r} is not one of {UNITS}.')
 
   def make(agent, cfg, envs):
     o, a = (agent.spec.obs_dim,), (agent.spec.act_dim,)
     columns = {'obs': o, 'action': a, 'reward': (), 'next_obs': o, 'terminated': (),
                'truncated': (), **(agent.extras or {})}
+    pairs = 0
+    if unit == 'denoising_step':
+      if 'denoising_pairs' not in agent.signal.provides:
+        raise ConfigError(f"rollout_source.unit='denoising_step' needs a signal that scores one "
+                          f"denoising step per row (ppo_clip_chain.mode='per_step'), not "
+                          f"'{agent.signal.name}'; bind rollout_source.unit='env_step'.")
+      pairs = agent.sampler.steps
+      if (steps * envs * pairs) % minibatches:
+        raise ConfigError(f'rollout_source: {steps} steps × {envs} envs × {pairs} denoising steps '
+                          f'= {steps * envs * pairs} pairs do not split into {minibatches} equal '
+                          f'minibatches; choose a divisor.')
     return rollout(steps, envs, columns, agent.method.gamma, gae_lambda, epochs, minibatches,
-                   agent.method.reward_scale, target_kl, normalize_reward, normalize_advantage)
+                   agent.method.reward_scale, target_kl, normalize_reward, normalize_advantage,
+                   pairs)
 
   def check(cfg):
     from flowrl.errors import ConfigError
@@ -158,7 +186,7 @@ def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
                         f'on-policy method learns from its own actions and their log-probs, so '
                         f'it takes no uniform warm-up; bind train.random_frames = 0.')
     rows = steps * cfg.envs_per_seed
-    if rows % minibatches:
+    if unit == 'env_step' and rows % minibatches:
       raise ConfigError(f'rollout_source: {steps} steps × {cfg.envs_per_seed} envs = {rows} rows do '
                         f'not split into {minibatches} equal minibatches; choose a divisor of {rows}.')
 

@@ -16,6 +16,8 @@ Capabilities used so far:
   critic:  'q' (action values), 'v' (state values)
   source:  'transitions' (replay, dataset), 'rollout' (on-policy; `flowrl.compose.step`)
   regularizer: 'weight_temperature' (an auto-tuned temperature λ for Q-weighted losses)
+  compiler:    'reference_actor' (a frozen copy of the actor the run started from, kept in the
+               train state for any primitive that requires it: a BC-to-pretrained regularizer)
 """
 import functools
 import inspect
@@ -122,6 +124,7 @@ class ActorInputs(NamedTuple):
   perturb: Callable         # (action, key) -> action: the regularizer's noise on actor samples
   signal_state: Any = None  # the signal's own state (DPMD: its frozen particle policy)
   temperature: Any = None   # the regularizer's weight temperature λ where it provides one
+  reference: Any = None     # the frozen actor params the run started from ('reference_actor')
 
 
 class Signal(NamedTuple):

@@ -97,7 +97,12 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
   log-likelihood log N(x_K; 0, I) + Σ_k log N(x_{k−1}; μ_k, σ_k²), divided by (K+1)·|A| and
   clamped to [log_prob_min, log_prob_max] (ReinFlow: [−1, 1]), with PPO's clip ε.
 
-  The entropy it reports is the chain's per-dimension Gaussian entropy rate, normalized alike."""
+  The entropy it reports is the chain's per-dimension Gaussian entropy rate, normalized alike.
+
+  A minibatch row is an env step with its whole chain, or, with rollout_source.unit =
+  'denoising_step' ('per_step' only; DPPO v0.7's unit, irom-princeton/dppo#13), one
+  (env step, denoising step) pair: the rollout's T·N·K pairs are shuffled together and each row
+  scores only its own step i (column 'denoising_index')."""
   if mode not in MODES:
     raise ConfigError(f'ppo_clip_chain.mode={mode!r} is not one of {MODES}.')
 
@@ -108,14 +113,23 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
 
   def loss(params, inp: ActorInputs, key):
     chain, old = inp.columns['chain'], inp.columns['chain_log_prob']
-    steps = inp.sampler.steps
-    new, entropy = chain_log_probs(inp.sampler.kernel, inp.policy, params, inp.obs, chain, steps)
-    chex.assert_equal_shape([new, old])                                          # [B, K, A]
+    steps, index = inp.sampler.steps, inp.columns.get('denoising_index')
+    if index is not None and mode != 'per_step':
+      raise ConfigError("rollout_source.unit='denoising_step' gives one denoising step per "
+                        "minibatch row, which only ppo_clip_chain.mode='per_step' scores; bind "
+                        "rollout_source.unit='env_step' with mode='joint'.")
+    new, entropy = chain_log_probs(inp.sampler.kernel, inp.policy, params, inp.obs, chain, steps,
+                                   index)
+    if index is None:
+      i = jnp.arange(steps)[None]                                                # [1, K]
+    else:                                # (env step, denoising step) rows: step i of each
+      i = index[:, None]                                                         # [B, 1]
+      old = jnp.take_along_axis(old, i[..., None], axis=1)
+    chex.assert_equal_shape([new, old])                                          # [B, K|1, A]
     adv = _advantage(inp, normalize_advantage)
     if mode == 'per_step':
       clamp = lambda lp: jnp.mean(jnp.clip(lp, log_prob_min, log_prob_max), axis=-1)
-      log_ratio = clamp(new) - clamp(old)                                        # [B, K]
-      i = jnp.arange(steps)
+      log_ratio = clamp(new) - clamp(old)                                        # [B, K|1]
       adv = adv[:, None] * denoising_discount ** (steps - 1 - i)
       ramp = (jnp.exp(3.0 * i / max(steps - 1, 1)) - 1.0) / (jnp.exp(3.0) - 1.0)
       eps = clip_base + (clip - clip_base) * ramp
@@ -132,8 +146,9 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
     surrogate = _clipped(jnp.exp(log_ratio), adv, eps)
     return jnp.mean(surrogate), {'entropy': entropy, **_diagnostics(log_ratio, clip)}
 
+  pairs = frozenset({'denoising_pairs'}) if mode == 'per_step' else frozenset()
   return Signal('ppo_clip_chain', frozenset({'kernel', 'v', 'rollout'}), loss,
-                provides=frozenset({'entropy'}), collect=collect)
+                provides=frozenset({'entropy'}) | pairs, collect=collect)
 
 
 OBJECTIVES = ('ppo', 'aspo')

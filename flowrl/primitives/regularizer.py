@@ -15,6 +15,8 @@ target, and noise to actions by role ('behaviour' when collecting, 'target' in t
   kl_to_uniform      DPMD: auto-tuned weight temperature λ, KL(weights ‖ uniform) held at a target
   uniform_denoising  QVPO (Ding et al. 2024): denoising loss on uniform actions, weighted
   combined           several of the above at once (DPMD: kl_to_uniform + noise_entropy)
+  reference_bc       ReinFlow's "W2" term (Zhang et al. 2025): c·‖a_ref(s) − a_θ(s)‖² between the
+                     frozen starting actor's and the current actor's noise-free actions
   action_noise       Gaussian action noise: behaviour (exploration; QSM, TD3) and target
                      (TD3's target policy smoothing, clipped noise) standard deviations
 """
@@ -25,6 +27,8 @@ import optax
 from jax.scipy.stats import multivariate_normal
 
 from flowrl.primitives.base import EnvSpec, Periodic, Regularizer, builder, primitive
+from flowrl.primitives.sampler import draw
+from flowrl.primitives.transition_kernel import sample_chain
 
 _zero = lambda *_: 0.0
 _no_update = lambda state, step, aux, sample_many, key: (state, {})
@@ -297,3 +301,31 @@ def entropy_bonus(spec: EnvSpec, coefficient: float = 0.0) -> Regularizer:
   loss = lambda state, aux, params, inputs, key: -coefficient * jnp.mean(aux['entropy'])
   return Regularizer('entropy_bonus', frozenset({'entropy'}), lambda: (), loss, _zero,
                      lambda state, a, key, role: a, _no_update)
+
+
+@primitive('regularizer')
+@builder
+def reference_bc(spec: EnvSpec, coefficient: float = 0.0) -> Regularizer:
+  """A behaviour-cloning pull towards the actor the run started from (its --init-from policy, the
+  compiler's frozen 'reference_actor'): c·mean_{b,d} (a_ref(s_b) − a_θ(s_b))_d², with both actions
+  drawn without noise from one shared start, so the squared distance of a coupling, an upper
+  bound on W2² (ReinFlow's "W2" BC loss, Zhang et al. 2025, ppoflow.py: x_K = 0 and the chains'
+  means for kernel samplers; the mode, or one shared key, for the others). The reference side
+  carries no gradient."""
+
+  def actions(params, inp, key):
+    kernel = inp.sampler.kernel
+    if kernel is None:
+      return draw(inp.sampler, inp.policy, params, inp.obs, key, True).action
+    start = jnp.zeros(inp.obs.shape[:-1] + (spec.act_dim,))
+    return sample_chain(kernel, inp.policy, params, inp.obs, key, inp.sampler.steps, False,
+                        False, start)[0]
+
+  def actor_loss(state, aux, params, inp, key):
+    if not coefficient:
+      return 0.0
+    target = jax.lax.stop_gradient(actions(inp.reference, inp, key))
+    return coefficient * jnp.mean(jnp.square(actions(params, inp, key) - target))
+
+  return Regularizer('reference_bc', frozenset({'reference_actor'}), lambda: (), actor_loss,
+                     _zero, lambda state, a, key, role: a, _no_update)

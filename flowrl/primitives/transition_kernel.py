@@ -43,11 +43,12 @@ def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
 
 
 def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chain: bool = False,
-                 noise: bool = True):
-  """Run the kernel from x_K ~ N(0, I) to x_0 (without `noise`, through the means). Returns
-  clip(x_0, ±1) and, with `keep_chain`, the chain [B, K+1, A] (unclipped, as scored)."""
+                 noise: bool = True, start=None):
+  """Run the kernel from x_K ~ N(0, I) (or from `start`) to x_0 (without `noise`, through the
+  means). Returns clip(x_0, ±1) and, with `keep_chain`, the chain [B, K+1, A] (unclipped, as
+  scored)."""
   init_key, key = jax.random.split(key)
-  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,)) if start is None else start
   cond = policy.condition(params, obs)                 # loop-invariant: once per chain
 
   def body(x, inputs):
@@ -69,24 +70,31 @@ def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chai
   return action, jnp.concatenate([x[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
 
 
-def chain_log_probs(kernel: Kernel, policy, params, obs, chain, steps: int):
+def chain_log_probs(kernel: Kernel, policy, params, obs, chain, steps: int, index=None):
   """Per-step, per-dimension log N(x_{k−1}; μ_k, max(σ_k, σ_logprob_min)²) of stored chains
   [B, K+1, A] and the matching Gaussian entropies, both [B, K, A]; every step scored in one
-  network pass over B·K rows."""
+  network pass over B·K rows. With `index` [B] (DPPO's (env step, denoising step) minibatch
+  unit), only step i = index_b of row b (from chain[b, i] to chain[b, i+1]): [B, 1, A]."""
   b, _, a = chain.shape
-  x_from, x_to = chain[:, :-1], chain[:, 1:]                            # [B, K, A]
-  k = jnp.broadcast_to(jnp.arange(steps, 0, -1), (b, steps))           # [B, K]
-  rows = lambda v: v.reshape((b * steps,) + v.shape[2:])
+  if index is None:
+    i = jnp.broadcast_to(jnp.arange(steps), (b, steps))                  # [B, K]
+    x_from, x_to = chain[:, :-1], chain[:, 1:]                            # [B, K, A]
+  else:
+    i = index[:, None]                                                    # [B, 1]
+    take = lambda j: jnp.take_along_axis(chain, j[..., None], axis=1)
+    x_from, x_to = take(i), take(i + 1)                                   # [B, 1, A]
+  n = i.shape[1]
+  rows = lambda v: v.reshape((b * n,) + v.shape[2:])
   cond = policy.condition(params, obs)
-  cond_rows = jnp.repeat(cond, steps, axis=0)
-  obs_rows = jnp.repeat(obs, steps, axis=0)
+  cond_rows = jnp.repeat(cond, n, axis=0)
+  obs_rows = jnp.repeat(obs, n, axis=0)
   mean, std = kernel_mean_std(kernel, policy, params, obs_rows, cond_rows, rows(x_from),
-                              rows(k), steps)
+                              rows(steps - i), steps)
   std = jnp.broadcast_to(std, mean.shape)
   if kernel.min_logprob_std:
     std = jnp.maximum(std, kernel.min_logprob_std)
   dist = distrax.Normal(mean, std)
-  shape = (b, steps, a)
+  shape = (b, n, a)
   return dist.log_prob(rows(x_to)).reshape(shape), dist.entropy().reshape(shape)
 
 

@@ -2,8 +2,8 @@
 or offline-trained policy fine-tuned online: DPPO, ReinFlow; the offline issue builds on it).
 
 The newest checkpoint of RUN_DIR is read without knowing its method (orbax restores the raw
-tree). Its actor parameters replace this run's actor and its EMA target; the optimizer starts
-fresh. The critic and the running observation statistics are taken too where their shapes
+tree). Its actor parameters replace this run's actor, its EMA target and, where a primitive keeps
+one, the frozen reference actor (ReinFlow's W2 term); the optimizer starts fresh. The critic and the running observation statistics are taken too where their shapes
 match this method's, else this run's fresh ones stay (and the run says so). A checkpoint of
 several seeds gives seed s to seed s when the counts agree, else its first seed to every seed.
 An actor whose parameters do not fit is one sentence naming the first that does not.
@@ -90,6 +90,8 @@ def transplant(agent_state, raw: dict, run_dir: str, seeds: int) -> Tuple[object
   copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)
   actor = agent_state.actor._replace(params=params, target_params=copy(params))
   state, notes = agent_state._replace(actor=actor), []
+  if jax.tree_util.tree_leaves(agent_state.reference):   # a BC-to-pretrained term pulls to it
+    state = state._replace(reference=copy(params))
   critic, why = _fit(_field(saved_agent, 'critic', 'params'), agent_state.critic.params, seeds,
                      'critic', source)
   if critic is None:
