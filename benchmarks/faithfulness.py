@@ -37,6 +37,12 @@ SLOW = {'sdac': 20_000, 'idem': 20_000, 'dpmd': 20_000, 'gempo': 20_000, 'qvpo':
 ONPOLICY = {'ppo': 1_000_000}
 ONPOLICY_TASKS = ('Hopper-v5', 'Walker2d-v5', 'HalfCheetah-v5')
 EVAL_EVERY = {'ppo': 50_000}
+# The diffusion/flow on-policy methods side by side on Hopper-v5 at one frame budget, in a common
+# small setting (benchmarks/gin/onpolicy_small/: 2x64 networks, 8 envs x 256 steps; their
+# papers' settings are for 1M+ frames on GPUs), with PPO in the same setting as the baseline.
+GENERATIVE = {f'{m}-small': 200_000 for m in ('ppo', 'dppo', 'reinflow', 'fpo', 'genpo')}
+GENERATIVE_TASKS = ('Hopper-v5',)
+EVAL_EVERY.update({m: 20_000 for m in GENERATIVE})
 _PPO_FIGURES = {'Hopper-v5': (2449, 2410), 'Walker2d-v5': (3142, 3479),
                 'HalfCheetah-v5': (2149, 5819)}
 
@@ -62,6 +68,11 @@ REMARKS = {
         'updates its deterministic policy has not left the random level here, where SAC\'s four '
         'seeds were at −270 to 1370 (mean 317) at 20k frames. Whether that is QSM or a difference from its code is '
         'open: a longer run against the authors\' code is the next check.',
+    ('ppo', 'HalfCheetah-v5', 1_000_000):
+        'below the lower published figure (ppo2, 2149) by 14%, with the four seeds close together '
+        '(1739-1899) and still rising at 1M frames; the setting is CleanRL\'s (reward '
+        'normalization, annealed learning rate), not ppo2\'s. HalfCheetah is the task where '
+        'published PPO figures differ most (ppo2 2149, SB3 5819); the gap is open, not explained.',
 }
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'faithfulness.json')
 DOC = os.path.join(ROOT, 'docs', 'benchmarks.md')
@@ -74,11 +85,18 @@ def sweep_bindings(frames: int, method: str = ''):
           f'train.checkpoint_every={frames}', f'train.log_every={max(5000, every // 2)}']
 
 
+def gin_file(method: str) -> str:
+  if method in GENERATIVE:
+    return os.path.join(ROOT, 'benchmarks', 'gin', 'onpolicy_small',
+                        method[:-len('-small')] + '.gin')
+  return os.path.join(ROOT, 'gin', method + '.gin')
+
+
 def run_one(method: str, task: str, frames: int, seeds: int, work: str) -> str:
   """One ablate sweep (method × task × seeds); returns its folder."""
   from flowrl import ablate
   out = os.path.join(work, f'{method}-{task}-{frames}')
-  args = [f'--gin={os.path.join(ROOT, "gin", method + ".gin")}', '--env', task, '--seeds', str(seeds), '--out', out,
+  args = [f'--gin={gin_file(method)}', '--env', task, '--seeds', str(seeds), '--out', out,
           '--reps', '2000']
   for b in sweep_bindings(frames, method):
     args += ['--bind', b]
@@ -152,8 +170,11 @@ def write_doc(results: dict):
              if f'{m}/{t}/{f}' in results]
   if remarks:
     lines += ['', 'Remarks: ' + ' '.join(remarks)]
+  by_source = {}
+  for (m, t, f), r in REFERENCE.items():
+    by_source.setdefault(r['source'], []).append(f'{m} on {t} at {f // 1000}k frames')
   lines += ['', 'References: ' + '; '.join(
-      f'{m} on {t} at {f // 1000}k frames: {r["source"]}' for (m, t, f), r in REFERENCE.items()), '']
+      f'{", ".join(runs)}: {source}' for source, runs in by_source.items()), '']
   for task in sorted({e['task'] for e in rows}):
     named = {e['method']: {int(sd): (np.array(c['frames']), np.array(c['returns']))
                            for sd, c in e['curves'].items()} for e in rows if e['task'] == task}
@@ -161,7 +182,7 @@ def write_doc(results: dict):
     report.curves_png(task, named, os.path.join(IMG, name), unit='seeds', marker='o', dpi=90)
     lines += [f'### {task}', '', f'![{task} learning curves](img/{name})', '']
   done = {(e['method'], e['task']) for e in rows}
-  missing = [m for m in list(BUDGETS) + list(SLOW) + list(ONPOLICY)
+  missing = [m for m in list(BUDGETS) + list(SLOW) + list(ONPOLICY) + list(GENERATIVE)
              if not any(e['method'] == m for e in rows)]
   partial = [f'{m} on {t}' for m in BUDGETS for t in TASKS
              if m not in missing and (m, t) not in done]
@@ -195,7 +216,7 @@ def _replace_section(text: str):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--methods', default=','.join(BUDGETS),
-                 help=f'comma-separated; budgets: {dict(BUDGETS, **SLOW, **ONPOLICY)}')
+                 help=f'comma-separated; budgets: {dict(BUDGETS, **SLOW, **ONPOLICY, **GENERATIVE)}')
   p.add_argument('--tasks', default=None, help=f'default: {",".join(TASKS)} '
                  f'({",".join(ONPOLICY_TASKS)} for {",".join(ONPOLICY)})')
   p.add_argument('--seeds', type=int, default=4)
@@ -209,12 +230,13 @@ def main(argv=None):
   results = load()
   new = {}
   if not args.report_only:
-    budgets = dict(BUDGETS, **SLOW, **ONPOLICY)
+    budgets = dict(BUDGETS, **SLOW, **ONPOLICY, **GENERATIVE)
     for method in args.methods.split(','):
       if method not in budgets:
         p.error(f'unknown method {method!r}; known: {", ".join(budgets)}')
       frames = args.frames or budgets[method]
-      tasks = args.tasks or ','.join(ONPOLICY_TASKS if method in ONPOLICY else TASKS)
+      tasks = args.tasks or ','.join(ONPOLICY_TASKS if method in ONPOLICY else
+                                     GENERATIVE_TASKS if method in GENERATIVE else TASKS)
       for task in tasks.split(','):
         out = run_one(method, task, frames, args.seeds, args.work)
         e = entry(method, task, frames, out, args.reps)
