@@ -22,6 +22,8 @@ REQUIRED = [
     'arch==7.2.0',             # rliable's bootstrap; it wants arch<8, and arch 7.2 fails to import
     'pandas==2.3.3',           # on pandas 3 (deprecate_kwarg changed), so both are pinned here
     'orbax-checkpoint==0.12.8',
+    'minari==0.5.4',           # offline datasets, made locally (flowrl.collect); arrow storage
+    'pyarrow==26.0.1',
 ]
 
 setup(

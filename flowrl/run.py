@@ -93,6 +93,7 @@ def list_primitives() -> str:
                    ('train', train_step.TrainConfig), ('env', registry.env),
                    ('replay_source', data.replay_source),
                    ('rollout_source', data.rollout_source),
+                   ('dataset_source', data.dataset_source),
                    ('per_task', registry.per_task),
                    ('initializers', initializers.initializers),
                    ('orthogonal', initializers.orthogonal),
@@ -190,6 +191,24 @@ def _apply_per_task():
       raise ConfigError(f'bad per_task binding {b!r} for {task}: {_one_sentence(e)}') from None
 
 
+def _env_of(source, bound: str) -> str:
+  """The run's env: offline, the one its dataset was collected on (an `env.name` bound to another
+  is an error), else `env.name`."""
+  import gin
+  from flowrl.errors import ConfigError
+  if source is None or source.env is None:
+    return bound
+  try:
+    explicit = gin.query_parameter('env.name')
+  except ValueError:
+    explicit = None
+  if explicit is not None and explicit != source.env:
+    raise ConfigError(f"env.name is {explicit!r}, but the dataset was collected on "
+                      f"{source.env!r}: an offline run evaluates on its data's env (drop the "
+                      f"env binding or choose a dataset of {explicit!r}).")
+  return source.env
+
+
 def build(seed_override=None):
   """From the parsed gin config: the compiled agent, the train config and the env name."""
   import gin
@@ -203,7 +222,7 @@ def build(seed_override=None):
   try:
     m = method()
     cfg = train()
-    env_name = env()
+    env_name = _env_of(cfg.source, env())
     validation.check_train(cfg)
   except ConfigError:
     raise

@@ -26,7 +26,7 @@ TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserN
         'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
         'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
         'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3',
-        'coupled_flow.hidden=(16,)', 'fpo_ratio.samples=2']
+        'coupled_flow.hidden=(16,)', 'fpo_ratio.samples=2', 'expectile_q.hidden=(16,)']
 
 
 def _same_numbers_as_golden(name, seen, path=GOLDEN, atol=1e-5):
@@ -51,13 +51,21 @@ def test_the_five_spine_methods_are_here():
   assert {'sac.gin', 'td3.gin', 'dipo.gin', 'qsm.gin', 'dacer.gin'} <= names
 
 
+@pytest.fixture(scope='module')
+def pendulum_data(tmp_path_factory):
+  """Offline method files train on this small random Pendulum-v1 dataset."""
+  from tests.offline_data import random_dataset
+  return random_dataset(str(tmp_path_factory.mktemp('data') / 'pendulum.npz'))
+
+
 @pytest.mark.parametrize('path', METHOD_FILES, ids=os.path.basename)
-def test_method_file_compiles_and_updates(path):
+def test_method_file_compiles_and_updates(path, pendulum_data):
   import re
   lines = open(path).read().splitlines()
   header = ' '.join(l for l in lines[:lines.index('')] if l.startswith('#'))
   assert lines[0].startswith('# ') and re.search(r'(19|20)\d\d', header), 'opens with its paper'
-  cli.parse_config([path], TINY)
+  cli.parse_config([path], TINY + [f'dataset_source.name="{pendulum_data}"',
+                                   'dataset_source.updates_per_step=2'])
   agent, cfg, env_name = cli.build()
   state = agent.init(jax.random.PRNGKey(0))
   ks = jax.random.split(jax.random.PRNGKey(1), 4)

@@ -109,11 +109,14 @@ def _learning_steps(method: Method, policy, sampler, signal, reg, critic, actor_
 
   def critic_step(state: TrainState, batch: Batch, key):
     next_key, noise_key, loss_key = jax.random.split(key, 3)
-    source = state.actor.target_params if method.target_actor else state.actor.params
-    q_next = lambda o, a: critic.values(state.critic.target_params, o, a)
-    nxt = draw(sampler, policy, source, batch.next_obs, next_key, q=q_next)
-    next_action = reg.perturb(state.reg, nxt.action, noise_key, 'target')
-    bonus = reg.target_bonus(state.reg, nxt.log_prob) if nxt.log_prob is not None else 0.0
+    if critic.next_action:
+      source = state.actor.target_params if method.target_actor else state.actor.params
+      q_next = lambda o, a: critic.values(state.critic.target_params, o, a)
+      nxt = draw(sampler, policy, source, batch.next_obs, next_key, q=q_next)
+      next_action = reg.perturb(state.reg, nxt.action, noise_key, 'target')
+      bonus = reg.target_bonus(state.reg, nxt.log_prob) if nxt.log_prob is not None else 0.0
+    else:                              # IQL: V(s′); BC: no critic
+      next_action, bonus = jnp.zeros_like(batch.action), 0.0
     batch = batch._replace(reward=method.reward_scale * batch.reward)
     discount = method.gamma * (1.0 - batch.terminated)
     c = state.critic
@@ -141,8 +144,9 @@ def _learning_steps(method: Method, policy, sampler, signal, reg, critic, actor_
     q = lambda o, act: critic.values(c.params, o, act)
     perturb = lambda act, k: reg.perturb(state.reg, act, k, 'actor')
     temperature = reg.temperature(state.reg) if reg.temperature else None
+    v = critic.state_values and (lambda o: critic.state_values(c.params, o))
     inputs = ActorInputs(batch.obs, batch.action, columns, policy, sampler, q, perturb,
-                         state.signal, temperature, state.reference)
+                         state.signal, temperature, state.reference, v)
 
     def loss(params):
       signal_loss, aux = signal.loss(params, inputs, signal_key)
@@ -230,7 +234,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
     one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1,
                             q).action
     if n > 1:
-      action = best_of_n(one, q, obs, sample_key, n)
+      action = best_of_n(one, q, obs, sample_key, n, selection=sampler.selection)
     else:
       action = one(obs, sample_key)
     return action if deterministic else reg.perturb(state.reg, action, noise_key, 'behaviour')

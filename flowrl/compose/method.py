@@ -31,6 +31,7 @@ CAPABILITIES = {
     'reference_actor': ('compiler', 'a frozen copy of the actor the run started from'),
     'q': ('critic', 'action values Q(s, a)'),
     'v': ('critic', 'state values V(s)'),
+    'expectile_v': ('critic', "a state value V(s) learned beside Q (IQL's expectile value)"),
     'transitions': ('source', 'stored transitions (s, a, r, s′) to bootstrap a Q target from'),
     'rollout': ('source', 'on-policy rollouts with GAE advantages and the log-probs at collection'),
 }

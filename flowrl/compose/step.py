@@ -32,6 +32,8 @@ class TrainConfig(NamedTuple):
   eval_episodes: int = 5
   log_every: int = 1_000
   checkpoint_every: int = 50_000     # resume replays the episode in progress, then continues
+  keep_checkpoints: int = 2          # the newest kept; 0 keeps every one (datasets from a run's
+                                     #   earlier policies: examples/make_locomotion_datasets.sh)
   seed: int = 0
   envs_per_seed: int = 1             # envs stepped together per seed; frames count all of them
   source: Optional[SourceChoice] = None   # where batches come from: None = the replay
@@ -44,7 +46,7 @@ class LoopState(NamedTuple):
   agent: TrainState
   data: Any                # the data source's state
   key: jax.Array
-  frame: jax.Array         # env frames stored so far
+  frame: jax.Array         # env frames stored so far (offline: updates run so far)
   extras: Any = ()         # what `collect` returned beside the actions the envs are taking now,
                            # stored with their transition at the next add
 
@@ -108,6 +110,12 @@ def fused_updates(agent: Agent, source: DataSource):
   return run
 
 
+def frames_per_step(source: DataSource, envs: int) -> int:
+  """What one step of the loop adds to the frame count: the envs' steps, or offline (no env)
+  its updates."""
+  return envs if source.collects else source.n
+
+
 def make_frame_step(agent: Agent, source: DataSource, cfg: TrainConfig, envs: int = 1):
   """step(loop, transition {column: [N, ...]}, valid, next_obs [N, O]) -> (loop, actions [N, A],
   metrics [n, ...]). `valid` = False only for a run's first call, which just chooses actions."""
@@ -116,7 +124,7 @@ def make_frame_step(agent: Agent, source: DataSource, cfg: TrainConfig, envs: in
   def step(loop: LoopState, transition, valid, next_obs):
     transition = {**transition, **loop.extras, **{c: transition['action'] for c in agent.columns}}
     data = jax.lax.cond(valid, source.add, lambda d, t: d, loop.data, transition)
-    frame = loop.frame + valid.astype(jnp.int32) * envs
+    frame = loop.frame + valid.astype(jnp.int32) * frames_per_step(source, envs)
     key, update_key, act_key = jax.random.split(loop.key, 3)
     do_update = valid & source.due(data, frame)
     state = loop.agent

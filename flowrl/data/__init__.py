@@ -5,5 +5,7 @@ provides to the critic and signal."""
 from flowrl.data.base import DataSource, SourceChoice  # noqa: F401
 from flowrl.data.replay import REPLAY, replay_source  # noqa: F401
 from flowrl.data.rollout import rollout_source  # noqa: F401
+from flowrl.data.dataset import dataset_source  # noqa: F401
 
-SOURCES = {'replay_source': REPLAY.provides, 'rollout_source': frozenset({'rollout'})}
+SOURCES = {'replay_source': REPLAY.provides, 'rollout_source': frozenset({'rollout'}),
+           'dataset_source': frozenset({'transitions'})}

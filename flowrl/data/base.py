@@ -45,6 +45,8 @@ class SourceChoice(NamedTuple):
   provides: frozenset
   make: Callable
   check: Optional[Callable] = None     # (cfg) -> None, or a ConfigError in one sentence
+  env: Optional[str] = None            # offline: the env the data came from (evaluation's)
+  ref_scores: Optional[tuple] = None   # offline: (ref_min, ref_max) for normalized scores
 
 
 def identity(state, *_):

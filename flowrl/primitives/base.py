@@ -107,6 +107,7 @@ class Sampler(NamedTuple):
   steps: int                # denoising / integration steps (1 for direct sampling)
   best_of: int = 1          # best-of-N by the critic when collecting experience
   eval_best_of: int = 1     # best-of-N by the critic when evaluating
+  selection: str = 'argmax'    # how the best of N is chosen: argmax of Q, or a softmax(Q) draw
   kernel: Any = None        # its Gaussian transition kernel where it has one ('kernel';
                             #   `flowrl.primitives.transition_kernel.Kernel`)
 
@@ -125,6 +126,8 @@ class ActorInputs(NamedTuple):
   signal_state: Any = None  # the signal's own state (DPMD: its frozen particle policy)
   temperature: Any = None   # the regularizer's weight temperature λ where it provides one
   reference: Any = None     # the frozen actor params the run started from ('reference_actor')
+  v: Optional[Callable] = None  # (obs) -> [B] the critic's state values, where it provides
+                                #   'expectile_v' (IQL's advantage Q − V)
 
 
 class Signal(NamedTuple):
@@ -198,6 +201,10 @@ class Critic(NamedTuple):
                             #   -> (loss, (new_extra, metrics))
   provides: frozenset = frozenset({'q'})
   requires: frozenset = frozenset({'transitions'})   # of the data source
+  state_values: Optional[Callable] = None   # (params, obs) -> [B]: a V(s) learned beside Q, where
+                                            #   it provides 'expectile_v' (IQL)
+  next_action: bool = True  # whether its loss reads the policy's next action a' ~ π(s′) (drawn
+                            #   by the compiler; IQL bootstraps from V(s′), no critic needs none)
 
 
 def builder(fn):

@@ -7,6 +7,8 @@
                     "DSAC-T"), as DACER uses: expected-value substitution, twin distributions with
                     the per-sample min-mean member, and a variance-based gradient scale.
 
+  no_critic         none: behaviour cloning learns no values.
+
 Both bootstrap on time-limit truncation: `discount` = γ(1 − terminated), never γ(1 − done).
 """
 from typing import NamedTuple, Optional, Sequence
@@ -133,3 +135,18 @@ def state_value(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str
 
   return Critic('state_value', lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))),
                 lambda: (), values, loss, frozenset({'v'}), frozenset({'rollout'}))
+
+
+@primitive('critic')
+@builder
+def no_critic(spec: EnvSpec) -> Critic:
+  """No critic: behaviour cloning learns no values (its Q reads 0, with no parameters)."""
+
+  def values(params, obs, act):
+    return jnp.zeros((1,) + obs.shape[:-1], jnp.float32)
+
+  def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
+    return jnp.float32(0.0), (extra, {})
+
+  return Critic('no_critic', lambda key: {}, lambda: (), values, loss, frozenset(),
+                next_action=False)

@@ -55,17 +55,23 @@ def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
 @builder
 def gaussian(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 'tanh',
              log_std_init: float = 0.0, hidden_init: Optional[Initializer] = None,
-             output_init: Optional[Initializer] = None) -> Policy:
+             output_init: Optional[Initializer] = None, tanh_mean: bool = False,
+             log_std_range: Optional[Sequence[float]] = None) -> Policy:
   """Unsquashed diagonal Gaussian N(μ(s), diag σ²) with a state-independent log σ parameter,
   initialised to `log_std_init` (PPO, Schulman et al. 2017; CleanRL's and flow-rl's Gaussian
   actor). Its samples are not squashed or clipped: the log-prob is of the sample itself, and the
-  env receives it clipped to [−1, 1] (the driver clips for the env only)."""
+  env receives it clipped to [−1, 1] (the driver clips for the env only). IQL's actor (Kostrikov
+  et al. 2022): `tanh_mean` μ = tanh(MLP(s)), and log σ clipped to `log_std_range` (−5, 2)."""
   init_ = initializers.resolve(hidden_init, output_init)
 
   def forward(obs):
     mean = networks.mlp(hidden, spec.act_dim, activation, 'policy', init_)(obs)
     log_std = hk.get_parameter('log_std', (spec.act_dim,), init=hk.initializers.Constant(
         log_std_init))
+    if tanh_mean:
+      mean = jnp.tanh(mean)
+    if log_std_range is not None:
+      log_std = jnp.clip(log_std, *log_std_range)
     return mean, log_std
 
   net = hk.without_apply_rng(hk.transform(forward))

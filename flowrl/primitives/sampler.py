@@ -36,15 +36,23 @@ def draw(s: Sampler, policy, params, obs, key, deterministic: bool = False, q=No
   return s.sample(policy, params, obs, key, s.steps, deterministic, q)
 
 
-def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool = False):
+def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool = False,
+              selection: str = 'argmax'):
   """Draw n candidates per state with n independent keys and keep, per state, the candidate of
-  highest min-ensemble Q. sample: (obs, key) -> [B, A]; q: (obs, act) -> [E, ...]. Returns [B, A],
-  and with `with_values` also the candidates' min-ensemble values [B, n] (QVPO weighs by them)."""
+  highest min-ensemble Q ('argmax'), or one drawn with probability softmax(Q) over the n
+  ('softmax': Diffusion-QL's evaluation, Wang et al. 2023, temperature 1). sample: (obs, key) ->
+  [B, A]; q: (obs, act) -> [E, ...]. Returns [B, A], and with `with_values` also the candidates'
+  min-ensemble values [B, n] (QVPO weighs by them)."""
+  if selection == 'softmax':
+    key, pick_key = jax.random.split(key)
   keys = jax.random.split(key, n)
   cands = jnp.swapaxes(jax.vmap(lambda k: sample(obs, k))(keys), 0, 1)        # [B, n, A]
   obs_n = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (n,) + obs.shape[1:])
   values = min_q(q, obs_n, cands)                                                # [B, n]
-  best = jnp.argmax(values, axis=1)                                              # [B]
+  if selection == 'softmax':
+    best = jax.random.categorical(pick_key, values, axis=1)                     # [B]
+  else:
+    best = jnp.argmax(values, axis=1)                                            # [B]
   action = jnp.take_along_axis(cands, best[:, None, None], axis=1)[:, 0]
   return (action, values) if with_values else action
 
@@ -274,12 +282,18 @@ def direct() -> Sampler:
 @gin.configurable(module='flowrl')
 def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
             eval_best_of: int = 1, min_sampling_std: float = 0.0, min_logprob_std: float = 0.0,
-            noise_clip: float = 0.0, deterministic_eval: bool = False) -> Sampler:
+            noise_clip: float = 0.0, deterministic_eval: bool = False,
+            selection: str = 'argmax') -> Sampler:
   """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
   (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection. On a rule with a
   transition kernel: floors of the sampling and the likelihood std, and the clip of the standard
   normal noise (0: none), DPPO's 0.1, 0.1 and 3; `deterministic_eval` evaluates through the
-  kernel's means without noise (DPPO, ReinFlow; otherwise chains sample in evaluation too)."""
+  kernel's means without noise (DPPO, ReinFlow; otherwise chains sample in evaluation too).
+  `selection` of the best of N: 'argmax' of Q, or 'softmax', a draw with probability softmax(Q)
+  (Diffusion-QL's evaluation over 50 samples)."""
+  if selection not in ('argmax', 'softmax'):
+    from flowrl.errors import ConfigError
+    raise ConfigError(f"sampler.selection is {selection!r}; choices: 'argmax', 'softmax'.")
   floors = (min_sampling_std, min_logprob_std, noise_clip, deterministic_eval)
   if any(floors):
     if rule.kernel is None:
@@ -292,4 +306,5 @@ def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
         deterministic_eval=deterministic_eval))
     if min_logprob_std > 0:            # every step now has a likelihood
       rule = rule._replace(provides=rule.provides | {'kernel'})
-  return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of)
+  return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of,
+                       selection=selection)

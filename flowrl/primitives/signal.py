@@ -1,7 +1,9 @@
 """Policy-improvement signal axis: which gradient makes the actor better.
 
   reparam_q          L = −mean Q̄(s, a_θ(s, ξ)), backpropagated through the sampler (SAC;
-                     DACER and Diffusion-QL through the whole denoising chain). Q̄ = min over E.
+                     DACER and Diffusion-QL through the whole denoising chain). Q̄ = min over E;
+                     Diffusion-QL's form −η·Q_i/sg(|Q_j|) with `normalize`.
+  no_improvement     nothing: the regularizer alone trains the actor (behaviour cloning).
   deterministic_pg   L = −mean Q_1(s, π_θ(s)) (Silver et al. 2014; TD3 uses the first critic).
   action_gradient    DIPO (Yang et al. 2023): replay actions ascend Q with Adam for N steps
                      (gradient of −Σ_b Q̄ clipped to global norm ratio·|A|, actions clipped to the box),
@@ -22,24 +24,39 @@ from flowrl.primitives.q_values import min_q_action_grad
 from flowrl.primitives.sampler import draw
 
 
-def _q_through_sample(q_member: Optional[int]):
+def _q_through_sample(q_member: Optional[int], weight: float = 1.0, normalize: bool = False):
   def loss(params, inp: ActorInputs, key):
     sample_key, noise_key = jax.random.split(key)
     out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key, q=inp.q)
     action = inp.perturb(out.action, noise_key)
     chex.assert_equal_shape([action, inp.action])                 # [B, A]
-    q = inp.q(inp.obs, action)
-    q = jnp.min(q, axis=0) if q_member is None else q[q_member]
+    qs = inp.q(inp.obs, action)
+    if normalize:        # Diffusion-QL: −Q_i / sg(mean |Q_j|), (i, j) a random pair of the two
+      i = jax.random.bernoulli(jax.random.fold_in(key, 1)).astype(jnp.int32)
+      q, other = qs[i], qs[1 - i]
+      value = jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(other)))
+    else:
+      q = jnp.min(qs, axis=0) if q_member is None else qs[q_member]
+      value = jnp.mean(q)
     chex.assert_shape(q, inp.action.shape[:1])
-    return -jnp.mean(q), {'log_prob': out.log_prob, 'q_policy': jnp.mean(q)}
+    return -weight * value, {'log_prob': out.log_prob, 'q_policy': jnp.mean(q)}
   return loss
 
 
 @primitive('signal')
-def reparam_q() -> Signal:
-  """−Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step."""
-  return Signal('reparam_q', frozenset({'differentiable', 'q'}), _q_through_sample(None),
-                provides=frozenset({'sample_log_prob'}))
+def reparam_q(weight: float = 1.0, normalize: bool = False) -> Signal:
+  """−w·Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step.
+  With `normalize` (Diffusion-QL, Wang et al. 2023, its η = `weight`): −w·mean Q_i(s, a) /
+  sg(mean |Q_j(s, a)|), the pair (i, j) of a twin critic's two members chosen at random."""
+  return Signal('reparam_q', frozenset({'differentiable', 'q'}),
+                _q_through_sample(None, weight, normalize), provides=frozenset({'sample_log_prob'}))
+
+
+@primitive('signal')
+def no_improvement() -> Signal:
+  """No improvement signal: the actor learns from its regularizer alone (behaviour cloning:
+  `behavior_cloning`; IDQL, whose critic only selects among the policy's samples)."""
+  return Signal('no_improvement', frozenset(), lambda params, inp, key: (jnp.float32(0.0), {}))
 
 
 @primitive('signal')

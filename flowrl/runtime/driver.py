@@ -16,8 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from flowrl.compose.agent import Agent
-from flowrl.compose.step import TRANSITION, TrainConfig, make_source, runs_periodic
+from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_source,
+                                runs_periodic)
 from flowrl.data.base import DataSource
+from flowrl.data.offline import normalized_score
 from flowrl.envs import make_env
 from flowrl.runtime import checkpoint, vector_env
 from flowrl.runtime.compile import compile_loop
@@ -72,6 +74,7 @@ class Driver:
     self.init_from = init_from
     self.seeds, self.n_envs, self.batched = list(seeds), envs, batched
     self.source = source or make_source(agent, cfg, envs)
+    self.ref_scores = cfg.source.ref_scores if cfg.source is not None else None
     S, N, o, a = len(self.seeds), envs, agent.spec.obs_dim, agent.spec.act_dim
     z = lambda *shape: np.zeros((S, N) + shape, np.float32)
     self.blank = {'obs': z(o), 'action': z(a), 'reward': z(), 'next_obs': z(o),
@@ -81,7 +84,7 @@ class Driver:
     self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
                 if self.source.collects else None)      # offline: evaluation envs only
     self.eval_envs = [make_env(env_name, s + 12345) for s in self.seeds]
-    self.mngr = checkpoint.manager(run_dir)
+    self.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints or None)
     self.log_dirs = ([os.path.join(run_dir, f'seed_{s}') for s in self.seeds] if batched
                      else [run_dir])
     nan = float('nan')
@@ -96,9 +99,10 @@ class Driver:
     """The loop state, this step's observations [S·N, O] and the actions chosen for them."""
     step = self.programs.step.result()
     loop = self.programs.init.result()()
-    restored = checkpoint.restore(self.mngr, loop) if resume else None
+    restored = checkpoint.restore(self.mngr, self._saved(loop)) if resume else None
     if restored is not None:
-      loop, self.host = restored
+      (saved, self.host), data = restored, loop.data
+      loop = saved if self.source.collects else saved._replace(data=data)
     elif self.init_from:               # a new run from another run's networks
       state, notes = transplant(loop.agent, read_checkpoint(self.init_from)[0], self.init_from,
                                 len(self.seeds) if self.batched else 0)
@@ -164,7 +168,8 @@ class Driver:
             f"training diverged at frame {frame} (seed {self.seeds[j]}): {', '.join(bad)} "
             f"became non-finite; {_kept(self.run_dir, self.cfg)}")
       stats['frames_per_second'] = fps
-      stats['episode_return'] = self.host['last_return'][j]
+      if self.source.collects:
+        stats['episode_return'] = self.host['last_return'][j]
       log.write('train', frame, stats)
 
   def evaluate(self, frame: int, agent_state):
@@ -173,14 +178,23 @@ class Driver:
                        [vector_env.reset_seed(s + 777, frame) for s in self.seeds])
     self.host['eval_return'] = [float(r.mean()) for r in returns]
     for log, r in zip(self.logs, returns):
-      log.write('eval', frame, {'return_mean': r.mean(), 'return_std': r.std()})
+      row = {'return_mean': r.mean(), 'return_std': r.std()}
+      if self.ref_scores:            # offline: D4RL's 100·(R − R_min)/(R_max − R_min)
+        score = normalized_score(r, *self.ref_scores)
+        row.update(normalized_score_mean=score.mean(), normalized_score_std=score.std())
+      log.write('eval', frame, row)
+
+  def _saved(self, loop):
+    """What a checkpoint keeps of the loop state: all of it, except a dataset (read again from
+    its source on resume, never copied into every checkpoint)."""
+    return loop if self.source.collects else loop._replace(data=())
 
   def save(self, frame: int, loop, returns, action):
     if not checkpoint.is_finite(loop.agent):
       raise TrainingDiverged(f"training diverged before frame {frame}: parameters became "
                              f"non-finite; {_kept(self.run_dir, self.cfg)}")
     # with the next actions, so a resumed run draws no new key
-    checkpoint.save(self.mngr, frame, loop, {**self.host, 'episode_return': returns.tolist(),
+    checkpoint.save(self.mngr, frame, self._saved(loop), {**self.host, 'episode_return': returns.tolist(),
                                              'action': np.asarray(action).tolist()})
 
   def close(self):
@@ -207,7 +221,7 @@ class _Timing:
 
 def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _Timing):
   cfg, programs, agent = d.cfg, d.programs, d.agent
-  step, frame, N = programs.step.result(), int(loop.frame), d.n_envs
+  step, frame, N = programs.step.result(), int(loop.frame), frames_per_step(d.source, d.n_envs)
   returns = np.asarray(d.host.pop('episode_return'), np.float64)
   pending = []
   while frame < cfg.total_frames:
@@ -243,8 +257,11 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
       pending = []
     if _crossed(before, frame, cfg.eval_every) or frame >= cfg.total_frames:
       d.evaluate(frame, loop.agent)
-    bar.set_postfix(ret=f"{np.mean(d.host['last_return']):.1f}",
-                    eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
+    if d.source.collects:
+      bar.set_postfix(ret=f"{np.mean(d.host['last_return']):.1f}",
+                      eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
+    else:                           # offline: no training episodes
+      bar.set_postfix(eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
     if save:
       d.save(frame, loop, returns, action)
       interrupts.check()            # Ctrl-C: stop now that this frame is saved
