@@ -21,7 +21,8 @@ TINY = ['DenoiserNet.hidden=(8,)', 'DenoiserNet.obs_hidden=(4,)', 'DenoiserNet.t
         'q_weighted_particles.num_particles=3', 'best_sample_advantage.num_samples=3',
         'uniform_denoising.num_actions=2', 'action_gradient.steps=2',
         'combined.parts=[@kl_to_uniform(), @noise_entropy()]', 'coupled_flow.hidden=(8,)',
-        'coupled_flow.steps=2', 'fpo_ratio.samples=2']
+        'coupled_flow.steps=2', 'fpo_ratio.samples=2', 'expectile_q.hidden=(8,)',
+        'one_step_flow.hidden=(8,)', 'flow_distillation.flow_steps=2']
 OBS, ACT, BATCH = 3, 2, 4
 
 

@@ -26,7 +26,8 @@ TINY = ['DenoiserNet.hidden=(16, 16)', 'DenoiserNet.obs_hidden=(8,)', 'DenoiserN
         'estimated_entropy.every=1', 'env.name="Pendulum-v1"', 'reverse_sampling.num_samples=4',
         'reverse_sampling_grad.num_samples=4', 'q_weighted_particles.num_particles=4',
         'best_sample_advantage.num_samples=4', 'uniform_denoising.num_actions=3',
-        'coupled_flow.hidden=(16,)', 'fpo_ratio.samples=2', 'expectile_q.hidden=(16,)']
+        'coupled_flow.hidden=(16,)', 'fpo_ratio.samples=2', 'expectile_q.hidden=(16,)',
+        'one_step_flow.hidden=(16,)']
 
 
 def _same_numbers_as_golden(name, seen, path=GOLDEN, atol=1e-5):

@@ -351,7 +351,8 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_refused_in_one_sentence(sac_r
 
 def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
   """The dataset source through the same driver: no training env is made or stepped, every step
-  is one burst of updates on the device-resident arrays, and evaluation runs as usual."""
+  is one burst of updates on the device-resident arrays (frames count updates), evaluation runs
+  as usual, and the checkpoint keeps everything but the dataset."""
   from flowrl.data.dataset import dataset
   agent = _agent(SAC)
   rng = np.random.default_rng(0)
@@ -360,8 +361,8 @@ def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
             'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
             'terminated': np.zeros(rows)}
   source = dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
-  cfg = CFG._replace(total_frames=50, learning_starts=0, random_frames=0, eval_every=50,
-                     checkpoint_every=50, log_every=25)
+  cfg = CFG._replace(total_frames=100, learning_starts=0, random_frames=0, eval_every=100,
+                     checkpoint_every=100, log_every=50)
   made = []
   real_make_env = driver.make_env
   driver.make_env = lambda name, seed: (made.append(seed), real_make_env(name, seed))[1]
@@ -373,9 +374,9 @@ def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
   mngr = checkpoint.manager(str(tmp_path))
   try:
     like = jax.eval_shape(lambda: init_loop(agent, source, cfg.seed))
-    loop, _ = checkpoint.restore(mngr, like)
+    loop, _ = checkpoint.restore(mngr, like._replace(data=()))
   finally:
     mngr.close()
-  assert int(loop.agent.step) == 100 and summary['frames'] == 50
+  assert int(loop.agent.step) == 100 and summary['frames'] == 100
   assert [float(r['updates']) for r in _rows(str(tmp_path), 'train')] == [50.0, 50.0]
   assert np.isfinite(float(_rows(str(tmp_path), 'eval')[0]['return_mean']))

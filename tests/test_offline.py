@@ -208,7 +208,7 @@ def test_diffusion_ql_q_term_is_normalized_by_the_other_critic_without_its_gradi
   eta = 2.5
   q_fn = lambda o, a: jnp.stack([a.sum(-1) + 1.0, -3.0 * a.sum(-1) - 2.0])
   pol, params, inp = _gaussian_inputs(q_fn)
-  sig = signal.reparam_q(weight=eta, normalize=True)
+  sig = signal.reparam_q(weight=eta, normalize='pair')
   picked = set()
   for seed in range(8):
     key = jax.random.PRNGKey(seed)
@@ -332,9 +332,11 @@ def _loop(agent, cfg):
 
 LEARN = ['train.total_frames=4000', 'train.eval_every=2000', 'train.eval_episodes=5',
          'train.checkpoint_every=4000', 'DenoiserNet.hidden=(128, 128)',
-         'ensemble_q.hidden=(128, 128)', 'train.batch_size=128']
+         'ensemble_q.hidden=(128, 128)', 'one_step_flow.hidden=(128, 128)',
+         'train.batch_size=128']
 BC_FRACTION = 0.8       # diffusion BC's final return ≥ this × the data's mean episode return
-DQL_OF_BC = 0.9         # Diffusion-QL's final return ≥ this × BC's (both may sit at the cap, 1000)
+DQL_OF_BC = 0.9         # Diffusion-QL's and FQL's final returns ≥ this × BC's (all may sit at
+                        #   the cap, 1000)
 
 
 @pytest.fixture(scope='module')
@@ -357,15 +359,101 @@ def _final_return(method, path, out):
 
 
 @pytest.mark.learning
-def test_diffusion_bc_copies_the_data_and_diffusion_ql_does_at_least_as_well(controller_data,
-                                                                            tmp_path):
+def test_diffusion_bc_copies_the_data_and_dql_and_fql_do_at_least_as_well(controller_data,
+                                                                          tmp_path):
   """On InvertedPendulum data of a noisy linear controller (tests/offline_data.py; its episodes
   average ≈ 250, the cap is 1000), 4000 updates with 2x128 networks: diffusion BC reaches
-  BC_FRACTION of the data's mean return and Diffusion-QL DQL_OF_BC of BC's. Measured here at
-  this budget: BC 1000 and 1000, DQL 1000 and 1000 (IQL 304 and 183, flow BC 870 and 438 at 6k
-  updates: not gated)."""
+  BC_FRACTION of the data's mean return, and Diffusion-QL and FQL DQL_OF_BC of BC's. Measured
+  here: BC, DQL and FQL 1000 on both seeds (at 6k updates: IQL 304 and 183, flow BC 870 and 438,
+  not gated)."""
   path, data_mean = controller_data
   bc = _final_return('diffusion_bc', path, tmp_path / 'bc')
   assert bc >= BC_FRACTION * data_mean, (bc, data_mean)
-  dql = _final_return('dql', path, tmp_path / 'dql')
-  assert dql >= DQL_OF_BC * bc, (dql, bc)
+  for method in ('dql', 'fql'):
+    got = _final_return(method, path, tmp_path / method)
+    assert got >= DQL_OF_BC * bc, (method, got, bc)
+
+
+# ---------------------------------------------------------------- FQL
+
+@pytest.fixture
+def tiny_flow_net():
+  """A tiny DenoiserNet for the flow (read by gin whenever the network is applied), unbound
+  again after the test."""
+  import gin
+  gin.clear_config()
+  gin.parse_config(['DenoiserNet.hidden=(8,)', 'DenoiserNet.obs_hidden=()',
+                    'DenoiserNet.time_dim=4'])
+  yield
+  gin.clear_config()
+
+
+def _fql_case():
+  from flowrl.primitives import one_step_flow as osf
+  pol = osf.one_step_flow(hidden=(8,))(SPEC)
+  params = pol.init(jax.random.PRNGKey(0))
+  b = _batch(jax.random.PRNGKey(3))
+  inp = ActorInputs(b.obs, b.action, {}, pol, sampler.sampler(sampler.direct(), steps=1), None,
+                    lambda a, k: a)
+  return osf, pol, params, inp
+
+
+def test_fql_distillation_matches_its_formula_and_sends_no_gradient_into_the_flow(tiny_flow_net):
+  """α·mean (μ_ω(s, z) − sg(ODE_θ(s, z)))², the ODE a K-step Euler integration from x_1 = z,
+  clipped; its gradient reaches the one-step policy only, while the same loss without the
+  stop-gradient would backpropagate through the flow's integration (the defect it prevents)."""
+  osf, pol, params, inp = _fql_case()
+  alpha, K, key = 10.0, 3, jax.random.PRNGKey(7)
+  reg = osf.flow_distillation(coefficient=alpha, flow_steps=K)(SPEC)
+  loss = reg.actor_loss((), {}, params, inp, key)
+  z = jax.random.normal(key, (inp.obs.shape[0], 2))
+  x = np.asarray(z, np.float64)
+  for k in range(K, 0, -1):                           # Euler from t = 1 to 0 by hand
+    t = jnp.full((inp.obs.shape[0],), k / K)
+    x = x - np.asarray(pol.predict(params, inp.obs, jnp.asarray(x, jnp.float32), t)) / K
+  target = np.clip(x, -1, 1)
+  mu = np.asarray(pol.one_step(params, inp.obs, z))
+  np.testing.assert_allclose(float(loss), alpha * np.mean((mu - target) ** 2), rtol=1e-4)
+
+  grads = jax.grad(lambda p: reg.actor_loss((), {}, p, inp, key))(params)
+  flow_norm = sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads['flow']))
+  step_norm = sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads['one_step']))
+  assert flow_norm == 0.0 and step_norm > 0.0
+  # perturbing the flow moves the target but adds no flow gradient
+  moved = jax.tree_util.tree_map(lambda p: p * 1.1, params['flow'])
+  g2 = jax.grad(lambda p: reg.actor_loss((), {}, p, inp, key))({**params, 'flow': moved})
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree_util.tree_leaves(g2['flow']))
+  bptt = jax.grad(lambda p: jnp.mean(jnp.square(
+      pol.one_step(p, inp.obs, z) - osf.flow_ode(pol, p, inp.obs, z, K))))(params)
+  assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree_util.tree_leaves(bptt['flow'])) > 0
+  # the BC flow loss trains the flow only
+  bc = behavior_cloning.behavior_cloning()(SPEC)
+  g_bc = jax.grad(lambda p: bc.actor_loss((), {}, p, inp, key))(params)
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree_util.tree_leaves(g_bc['one_step']))
+
+
+def test_fql_q_term_is_the_ensemble_mean_normalized_by_its_magnitude(tiny_flow_net):
+  """−mean_b Q̄(s, clip(μ_ω(s, z)))/sg(mean_b |Q̄|), Q̄ the members' mean (q_agg 'mean')."""
+  osf, pol, params, inp = _fql_case()
+  q_fn = lambda o, a: jnp.stack([a.sum(-1) + 2.0, 3.0 * a.sum(-1) - 1.0])
+  inp = inp._replace(q=q_fn)
+  key = jax.random.PRNGKey(5)
+  loss, _ = signal.reparam_q(normalize='batch', aggregate='mean').loss(params, inp, key)
+  z = jax.random.normal(jax.random.split(key)[0], (inp.obs.shape[0], 2))
+  a = np.clip(np.asarray(pol.one_step(params, inp.obs, z)), -1, 1)
+  q = np.asarray(q_fn(inp.obs, jnp.asarray(a))).mean(0)
+  np.testing.assert_allclose(float(loss), -q.mean() / np.abs(q).mean(), rtol=1e-5)
+
+
+def test_ensemble_q_with_a_mean_target_and_layer_norm():
+  from flowrl.primitives import critic as critics
+  c = critics.ensemble_q(hidden=(8,), target='mean', layer_norm=True)(SPEC)
+  params, target = c.init(jax.random.PRNGKey(0)), c.init(jax.random.PRNGKey(1))
+  assert any('layer_norm' in k for k in params)
+  b = _batch(jax.random.PRNGKey(2))
+  nxt = jax.random.uniform(jax.random.PRNGKey(4), (6, 2), minval=-1)
+  discount = 0.99 * (1 - b.terminated)
+  loss, _ = c.loss(params, target, (), b, nxt, 0.0, discount, None)
+  y = np.asarray(b.reward) + np.asarray(discount) * np.asarray(c.values(target, b.next_obs, nxt)).mean(0)
+  q = np.asarray(c.values(params, b.obs, b.action))
+  np.testing.assert_allclose(float(loss), sum(np.mean((q[e] - y) ** 2) for e in range(2)), rtol=1e-5)

@@ -20,6 +20,7 @@ CAPABILITIES = {
     'velocity': ('policy', 'a velocity field'),
     'noise_head': ('policy', 'a learned noise std σ_φ(s, x_t, t)'),
     'coupled': ('policy', "a coupled flow's doubled action (z, y)"),
+    'one_step': ('policy', 'a one-step generator μ(s, z) beside a flow (FQL)'),
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
     'kernel': ('sampler', 'Gaussian transition kernels with a likelihood at every step (ddpm '
                           'and ddim: with sampler.min_logprob_std > 0)'),

@@ -86,6 +86,8 @@ class Policy(NamedTuple):
   env_action: Optional[Callable] = None    # (sample) -> the env's action, where a distribution's
                                            #   sample is not the action itself (GenPO's doubled
                                            #   action x = (z, y) -> (z + y)/2; 'coupled')
+  one_step: Optional[Callable] = None      # (params, obs, z) -> unclipped action: FQL's one-step
+                                           #   generator μ_ω(s, z) ('one_step')
   cfm_loss_at: Optional[Callable] = None   # (params, obs [B, O], a [B, A], t [B, N], ε [B, N, A],
                                            #   space) -> [B, N]: its regression loss at given
                                            #   (t, ε) ('native' target, or 'eps': ‖ε̂ − ε‖²; FPO)

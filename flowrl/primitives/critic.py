@@ -41,15 +41,22 @@ def min_target(q_next: jax.Array) -> jax.Array:
 @builder
 def ensemble_q(spec: EnvSpec, num: int = 2, hidden: Sequence[int] = (256, 256),
                activation: str = 'relu', hidden_init: Optional[Initializer] = None,
-               output_init: Optional[Initializer] = None) -> Critic:
-  """E independent Q networks with the clipped double-Q TD target (rlax.td_learning).
+               output_init: Optional[Initializer] = None, target: str = 'min',
+               layer_norm: bool = False) -> Critic:
+  """E independent Q networks with the clipped double-Q TD target (rlax.td_learning), or with
+  `target` 'mean' the members' mean (FQL's q_agg); `layer_norm` after each hidden layer (FQL).
   Initializers: None means the library's (`initializers`)."""
+  if target not in ('min', 'mean'):
+    from flowrl.errors import ConfigError
+    raise ConfigError(f"ensemble_q.target is {target!r}; choices: 'min', 'mean'.")
   init, apply = networks.q_ensemble(spec.obs_dim, spec.act_dim, num, hidden, activation,
-                                    initializer=initializers.resolve(hidden_init, output_init))
+                                    initializer=initializers.resolve(hidden_init, output_init),
+                                    layer_norm=layer_norm)
   values = lambda params, obs, act: apply(params, obs, act)[..., 0]
+  aggregate = min_target if target == 'min' else (lambda q: jnp.mean(q, axis=0))
 
   def loss(params, target_params, extra, batch, next_action, bonus, discount, key):
-    v_next = min_target(values(target_params, batch.next_obs, next_action)) + bonus
+    v_next = aggregate(values(target_params, batch.next_obs, next_action)) + bonus
     q = values(params, batch.obs, batch.action)                              # [E, B]
     chex.assert_shape(q, (num, batch.reward.shape[0]))
     chex.assert_equal_shape([v_next, batch.reward, discount])

@@ -45,26 +45,33 @@ def activation_fn(name: str) -> Callable:
 class MLP(hk.Module):
   """Hidden layers (`init.hidden`) with `activation`, then a linear output layer of width `out`
   (`init.output`); biases start at zero. The layers are made in __init__ and named linear_0,
-  linear_1, ..., so parameters are named as hk.nets.MLP's ('<name>/~/linear_<i>')."""
+  linear_1, ..., so parameters are named as hk.nets.MLP's ('<name>/~/linear_<i>'). With
+  `layer_norm`, each hidden activation is followed by a LayerNorm (Ba et al. 2016), as FQL's
+  critic (Park et al. 2025: Dense → activation → LayerNorm)."""
 
   def __init__(self, hidden: Sequence[int], out: int, activation: str,
-               init: initializers.Initializers, name: str = None):
+               init: initializers.Initializers, name: str = None, layer_norm: bool = False):
     super().__init__(name=name)
     widths = list(hidden) + [out]
     self.act = activation_fn(activation)
     self.layers = [hk.Linear(w, w_init=init.output if i == len(widths) - 1 else init.hidden,
                              name=f'linear_{i}') for i, w in enumerate(widths)]
+    self.norms = [hk.LayerNorm(-1, True, True, name=f'layer_norm_{i}')
+                  for i in range(len(hidden))] if layer_norm else None
 
   def __call__(self, x):
-    for layer in self.layers[:-1]:
+    for i, layer in enumerate(self.layers[:-1]):
       x = self.act(layer(x))
+      if self.norms:
+        x = self.norms[i](x)
     return self.layers[-1](x)
 
 
 def mlp(hidden: Sequence[int], out: int, activation: str, name: str = None,
-        init: initializers.Initializers = None) -> hk.Module:
+        init: initializers.Initializers = None, layer_norm: bool = False) -> hk.Module:
   """An `MLP` with `init`, or the library's initializers."""
-  return MLP(hidden, out, activation, init or initializers.resolve(), name=name)
+  return MLP(hidden, out, activation, init or initializers.resolve(), name=name,
+             layer_norm=layer_norm)
 
 
 def fourier_time_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -146,7 +153,7 @@ def map_row_chunks(fn: Callable, xs: Sequence[jax.Array], row_chunk: int):
 
 def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], activation: str,
                outputs: int = 1, row_chunk: int = ROW_CHUNK,
-               initializer: initializers.Initializers = None):
+               initializer: initializers.Initializers = None, layer_norm: bool = False):
   """A Q ensemble of `num` identical MLPs on [obs, act] with stacked parameters.
 
   Returns (init(key) -> params with a leading axis of size `num`,
@@ -156,7 +163,8 @@ def q_ensemble(obs_dim: int, act_dim: int, num: int, hidden: Sequence[int], acti
   rows on this project's 2-core CPU machines, 1.5× with the gradient to the actions
   (benchmarks/critic_rows.py)."""
   net = hk.without_apply_rng(hk.transform(
-      lambda o, a: mlp(hidden, outputs, activation, 'q', initializer)(jnp.concatenate([o, a], -1))))
+      lambda o, a: mlp(hidden, outputs, activation, 'q', initializer, layer_norm)(
+          jnp.concatenate([o, a], -1))))
   members = jax.vmap(net.apply, in_axes=(0, None, None))
 
   def init(key):

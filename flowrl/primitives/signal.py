@@ -2,7 +2,7 @@
 
   reparam_q          L = −mean Q̄(s, a_θ(s, ξ)), backpropagated through the sampler (SAC;
                      DACER and Diffusion-QL through the whole denoising chain). Q̄ = min over E;
-                     Diffusion-QL's form −η·Q_i/sg(|Q_j|) with `normalize`.
+                     Diffusion-QL's −η·Q_i/sg(|Q_j|) and FQL's −Q̄/sg(|Q̄|) with `normalize`.
   no_improvement     nothing: the regularizer alone trains the actor (behaviour cloning).
   deterministic_pg   L = −mean Q_1(s, π_θ(s)) (Silver et al. 2014; TD3 uses the first critic).
   action_gradient    DIPO (Yang et al. 2023): replay actions ascend Q with Adam for N steps
@@ -24,32 +24,45 @@ from flowrl.primitives.q_values import min_q_action_grad
 from flowrl.primitives.sampler import draw
 
 
-def _q_through_sample(q_member: Optional[int], weight: float = 1.0, normalize: bool = False):
+def _q_through_sample(q_member: Optional[int], weight: float = 1.0, normalize: str = 'none',
+                      aggregate: str = 'min'):
   def loss(params, inp: ActorInputs, key):
     sample_key, noise_key = jax.random.split(key)
     out = draw(inp.sampler, inp.policy, params, inp.obs, sample_key, q=inp.q)
     action = inp.perturb(out.action, noise_key)
     chex.assert_equal_shape([action, inp.action])                 # [B, A]
     qs = inp.q(inp.obs, action)
-    if normalize:        # Diffusion-QL: −Q_i / sg(mean |Q_j|), (i, j) a random pair of the two
+    if normalize == 'pair':   # Diffusion-QL: −Q_i / sg(mean |Q_j|), (i, j) a random pair of two
       i = jax.random.bernoulli(jax.random.fold_in(key, 1)).astype(jnp.int32)
       q, other = qs[i], qs[1 - i]
       value = jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(other)))
     else:
-      q = jnp.min(qs, axis=0) if q_member is None else qs[q_member]
+      if q_member is not None:
+        q = qs[q_member]
+      else:
+        q = jnp.min(qs, axis=0) if aggregate == 'min' else jnp.mean(qs, axis=0)
       value = jnp.mean(q)
+      if normalize == 'batch':   # FQL's normalize_q_loss: λ = 1/sg(mean |Q|)
+        value = value / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
     chex.assert_shape(q, inp.action.shape[:1])
     return -weight * value, {'log_prob': out.log_prob, 'q_policy': jnp.mean(q)}
   return loss
 
 
 @primitive('signal')
-def reparam_q(weight: float = 1.0, normalize: bool = False) -> Signal:
-  """−w·Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step.
-  With `normalize` (Diffusion-QL, Wang et al. 2023, its η = `weight`): −w·mean Q_i(s, a) /
-  sg(mean |Q_j(s, a)|), the pair (i, j) of a twin critic's two members chosen at random."""
+def reparam_q(weight: float = 1.0, normalize: str = 'none', aggregate: str = 'min') -> Signal:
+  """−w·Q̄(s, a) with a drawn by the (differentiable) sampler; gradients flow through every step;
+  Q̄ the ensemble's min, or with `aggregate` 'mean' its mean (FQL's q_agg). `normalize`:
+  'pair' is Diffusion-QL's (Wang et al. 2023, its η = `weight`) −w·mean Q_i(s, a) /
+  sg(mean |Q_j(s, a)|), the pair (i, j) of a twin critic's two members chosen at random; 'batch'
+  is FQL's (Park et al. 2025) −w·mean Q̄/sg(mean |Q̄|)."""
+  from flowrl.errors import ConfigError
+  if normalize not in ('none', 'pair', 'batch') or aggregate not in ('min', 'mean'):
+    raise ConfigError(f"reparam_q: normalize is {normalize!r} (choices: 'none', 'pair', 'batch') "
+                      f"and aggregate {aggregate!r} (choices: 'min', 'mean').")
   return Signal('reparam_q', frozenset({'differentiable', 'q'}),
-                _q_through_sample(None, weight, normalize), provides=frozenset({'sample_log_prob'}))
+                _q_through_sample(None, weight, normalize, aggregate),
+                provides=frozenset({'sample_log_prob'}))
 
 
 @primitive('signal')
