@@ -57,11 +57,17 @@ def _abs_if_local(path: str) -> str:
 
 
 def _default_task(method_file: str, common_gin, bindings) -> str:
+  """The method file's own task: its env, or offline its dataset ('dataset:<id>')."""
   import gin
   from flowrl.envs import env
+  from flowrl.sweep.spec import DATASET_TASK
   cli.parse_config([method_file] + list(common_gin), list(bindings))
   try:
-    return env()
+    try:
+      offline = 'dataset_source' in str(gin.query_parameter('train.source'))
+    except ValueError:
+      offline = False
+    return DATASET_TASK + gin.query_parameter('dataset_source.name') if offline else env()
   finally:
     gin.clear_config()
 

@@ -378,3 +378,48 @@ def test_methods_side_by_side_across_a_suite_end_to_end(tmp_path):
   table = open(os.path.join(out, 'table.md')).read()
   assert '| variant | Pendulum-v1 | InvertedPendulum-v5 |' in table
   assert os.path.exists(os.path.join(out, 'aggregate.png'))
+
+
+# ---------------------------------------------------------------- offline
+
+def test_offline_suite_tasks_are_datasets_bound_by_name():
+  runs = spec.expand_runs(spec.expand_variants(['gin/iql.gin', 'gin/dql.gin'], []),
+                          spec.SUITES['offline-locomotion'], [0], 1)
+  assert len(runs) == 2 * 9
+  assert runs[0].task == 'dataset:flowrl/hopper/medium-v0'
+  assert runs[0].bindings[-1] == "dataset_source.name = 'flowrl/hopper/medium-v0'"
+  assert ablate._default_task(os.path.join(REPO, 'gin', 'iql.gin'), [], []) == \
+      'dataset:flowrl/hopper/medium-v0'
+  assert ablate._default_task(os.path.join(REPO, 'gin', 'sac.gin'), [], []) == 'HalfCheetah-v5'
+
+
+def test_offline_methods_compare_on_normalized_scores_end_to_end(tmp_path):
+  """BC and IQL on one small dataset through `flowrl.ablate`: the table's numbers are the
+  runs' final D4RL-normalized scores, not their returns."""
+  from tests.offline_data import controller_dataset
+  data = str(tmp_path / 'pendulum.npz')
+  controller_dataset(data, steps=1000)
+  out = str(tmp_path / 'sweep')
+  code = ablate.main(['--gin=gin/diffusion_bc.gin,gin/iql.gin', '--env', f'dataset:{data}',
+                      '--seeds', '2', '--out', out, '--reps', '500',
+                      '--bind', 'DenoiserNet.hidden=(16,)', '--bind', 'gaussian.hidden=(16,)',
+                      '--bind', 'expectile_q.hidden=(16,)', '--bind', 'train.batch_size=32',
+                      '--bind', 'dataset_source.updates_per_step=50',
+                      '--bind', 'train.total_frames=100', '--bind', 'train.eval_every=100',
+                      '--bind', 'train.checkpoint_every=100', '--bind', 'train.eval_episodes=2',
+                      '--bind', 'dataset_source.ref_min_score=0.0',
+                      '--bind', 'dataset_source.ref_max_score=500.0'])
+  assert code == 0
+  summary = json.load(open(os.path.join(out, 'summary.json')))
+  res = report.collect_sweep(out)
+  task = f'dataset:{data}'
+  for variant in ('diffusion_bc', 'iql'):
+    evals = [list(csv.DictReader(open(p)))[-1] for p in
+             glob.glob(os.path.join(out, 'runs', variant, '*', '*', 'seed_*', 'eval.csv'))]
+    assert len(evals) == 2
+    scores = sorted(float(r['normalized_score_mean']) for r in evals)
+    np.testing.assert_allclose(scores, sorted(float(r['return_mean']) / 5 for r in evals))
+    np.testing.assert_allclose(sorted(r[1][-1] for r in res.curves[(variant, task)].values()),
+                               scores)
+  assert 'normalized score' in open(os.path.join(out, 'table.md')).read()
+  assert set(summary['per_task'][task]) == {'diffusion_bc', 'iql'}

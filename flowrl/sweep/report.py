@@ -27,10 +27,13 @@ class Results(NamedTuple):
 
 
 def _read_eval(path: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(frames, scores): the evaluation return, or offline where the data has reference scores
+  the D4RL-normalized score, so methods on the same datasets compare on one scale."""
   with open(path) as f:
     rows = list(csv.DictReader(f))
+  column = 'normalized_score_mean' if rows and 'normalized_score_mean' in rows[0] else 'return_mean'
   return (np.array([float(r['frame']) for r in rows]),
-          np.array([float(r['return_mean']) for r in rows]))
+          np.array([float(r[column]) for r in rows]))
 
 
 def _seed_dirs(run_dir: str) -> Dict[int, str]:
@@ -144,7 +147,9 @@ def _fmt_unit(interval) -> str:
 def markdown_table(summary: dict, title: str = 'Sweep') -> str:
   base = summary['baseline']
   lines = [f'# {title}', '',
-           'Final return: the mean return of the last evaluation of each run. IQM and mean over '
+           'Final return: the mean return of the last evaluation of each run (offline, on data '
+           'with reference scores: its D4RL-normalized score, 100·(R − R_min)/(R_max − R_min)). '
+           'IQM and mean over '
            'runs with stratified-bootstrap 95% confidence intervals (rliable). "vs baseline": '
            'higher or lower when the 95% intervals of the IQM do not overlap.', '']
   fewest = min((r['runs'] for rows in summary['per_task'].values() for r in rows.values()),

@@ -21,7 +21,20 @@ SUITES: Dict[str, Tuple[str, ...]] = {
     'dmc': ('dmc:cheetah-run', 'dmc:walker-walk', 'dmc:walker-run', 'dmc:hopper-hop',
             'dmc:quadruped-run', 'dmc:finger-spin', 'dmc:reacher-hard', 'dmc:humanoid-walk'),
     'classic': ('Pendulum-v1', 'InvertedPendulum-v5'),   # fast tasks for smoke tests
+    # offline: local datasets (`dataset:<Minari id>`, made by examples/make_locomotion_datasets.sh)
+    'offline-locomotion': tuple(f'dataset:flowrl/{task}/{level}-v0'
+                                for task in ('hopper', 'walker2d', 'halfcheetah')
+                                for level in ('medium', 'medium-replay', 'medium-expert')),
 }
+DATASET_TASK = 'dataset:'   # a task that is a dataset: the run binds dataset_source.name to it
+
+
+def task_binding(task: str) -> str:
+  """The binding that puts a run on `task`: an env (env.name), or offline a local dataset
+  (dataset_source.name; the run evaluates on the env the data came from)."""
+  if task.startswith(DATASET_TASK):
+    return f'dataset_source.name = {task[len(DATASET_TASK):]!r}'
+  return f'env.name = {task!r}'
 
 
 class Variant(NamedTuple):
@@ -122,10 +135,11 @@ def seed_blocks(seeds: Sequence[int], size: int) -> List[Tuple[int, ...]]:
 def expand_runs(variants: Sequence[Variant], tasks: Sequence[str], seeds: Sequence[int],
                 seeds_per_run: int, common_gin: Sequence[str] = (),
                 common_bindings: Sequence[str] = ()) -> List[Run]:
-  """Every variant × task × seed block; each run binds env.name to its task after the variant's
-  own bindings, so every variant trains on the same tasks."""
+  """Every variant × task × seed block; each run binds its task (env.name, or offline
+  dataset_source.name) after the variant's own bindings, so every variant trains on the same
+  tasks."""
   return [Run(v.name, task, block, v.gin_files + tuple(common_gin),
-              tuple(common_bindings) + v.bindings + (f'env.name = {task!r}',))
+              tuple(common_bindings) + v.bindings + (task_binding(task),))
           for v in variants for task in tasks for block in seed_blocks(list(seeds), seeds_per_run)]
 
 
