@@ -73,6 +73,16 @@ REMARKS = {
         '(1739-1899) and still rising at 1M frames; the setting is CleanRL\'s (reward '
         'normalization, annealed learning rate), not ppo2\'s. HalfCheetah is the task where '
         'published PPO figures differ most (ppo2 2149, SB3 5819); the gap is open, not explained.',
+    ('ppo-small', 'Hopper-v5', 200_000):
+        'the on-policy generative group (ppo-small, dppo-small, reinflow-small, fpo-small, '
+        'genpo-small) shares one small setting (benchmarks/gin/onpolicy_small/: 8 envs x 256 steps, '
+        '2x64 networks, observation normalization), learning from scratch; there is no published '
+        'figure for it (the papers fine-tune pretrained policies, DPPO and ReinFlow, or run 1M+ '
+        'frames on GPUs). At 200k frames Gaussian PPO leads (mean 1426); DPPO (1080) and ReinFlow '
+        '(804) follow with one seed each far from the others (DPPO 2733, ReinFlow 168); FPO (386) '
+        'and GenPO (266) have barely left the random level (about 20-100) in this setting, '
+        'which is their paper settings\' opposite (FPO: 16 epochs and reward x10 on GPU envs; '
+        'GenPO: thousands of parallel envs).',
 }
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'faithfulness.json')
 DOC = os.path.join(ROOT, 'docs', 'benchmarks.md')
