@@ -80,9 +80,9 @@ REMARKS = {
         'figure for it (the papers fine-tune pretrained policies, DPPO and ReinFlow, or run 1M+ '
         'frames on GPUs). At 200k frames Gaussian PPO leads (mean 1426); DPPO (1080) and ReinFlow '
         '(804) follow with one seed each far from the others (DPPO 2733, ReinFlow 168); FPO (386) '
-        'and GenPO (266) have barely left the random level (about 20-100) in this setting, '
-        'which is their paper settings\' opposite (FPO: 16 epochs and reward x10 on GPU envs; '
-        'GenPO: thousands of parallel envs).',
+        'and GenPO (266) are far behind (a random policy scores about 10 here), in a setting far '
+        'from their papers\' (FPO: 16 epochs and reward x10 on GPU envs; GenPO: thousands of '
+        'parallel envs).',
 }
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'faithfulness.json')
 DOC = os.path.join(ROOT, 'docs', 'benchmarks.md')
