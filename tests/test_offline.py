@@ -457,3 +457,44 @@ def test_ensemble_q_with_a_mean_target_and_layer_norm():
   y = np.asarray(b.reward) + np.asarray(discount) * np.asarray(c.values(target, b.next_obs, nxt)).mean(0)
   q = np.asarray(c.values(params, b.obs, b.action))
   np.testing.assert_allclose(float(loss), sum(np.mean((q[e] - y) ** 2) for e in range(2)), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- offline → online
+
+TINY_DIFFUSION = ['DenoiserNet.hidden=(64, 64)', 'DenoiserNet.obs_hidden=()',
+                  'DenoiserNet.time_dim=8', 'DenoiserNet.activation="mish"']
+
+
+@pytest.mark.learning
+def test_an_offline_diffusion_policy_fine_tunes_online_with_dppo(controller_data, tmp_path):
+  """Diffusion BC offline (2000 updates on the noisy-controller data), then DPPO online from it
+  with --init-from (same network, schedule and 5 steps; its V critic starts fresh): DPPO's
+  first evaluation, after one rollout of 4 envs × 256 steps, keeps the pretrained level
+  (≥ 700; the BC policy itself evaluates at 1000), where DPPO from scratch is at 24 after 8k
+  frames (test_learning)."""
+  import csv
+  import gin
+  from flowrl import run as cli
+  from flowrl.runtime import driver
+  path, _ = controller_data
+  bc_dir = str(tmp_path / 'bc')
+  agent, cfg, env_name = _build('diffusion_bc', path, TINY_DIFFUSION + [
+      'train.total_frames=2000', 'train.eval_every=2000', 'train.checkpoint_every=2000',
+      'train.eval_episodes=3', 'train.batch_size=128'])
+  driver.run(agent, cfg, env_name, bc_dir, progress=False)
+  bc = float(list(csv.DictReader(open(os.path.join(bc_dir, 'eval.csv'))))[-1]['return_mean'])
+  assert bc >= 700, bc
+  gin.clear_config()
+  cli.parse_config([os.path.join(ROOT, 'gin', 'dppo.gin')], TINY_DIFFUSION + [
+      'env.name="InvertedPendulum-v5"', 'vp_diffusion.schedule=@linear_schedule',
+      'linear_schedule.beta_min=0.1', 'linear_schedule.beta_max=10.0', 'sampler.steps=5',
+      'vp_diffusion.train_steps=5', 'train.envs_per_seed=4', 'rollout_source.steps=256',
+      'rollout_source.minibatches=20', 'rollout_source.epochs=2', 'state_value.hidden=(64, 64)',
+      'train.total_frames=1024', 'train.eval_every=1024', 'train.checkpoint_every=1024',
+      'train.eval_episodes=3'])
+  agent, cfg, env_name = cli.build()
+  out = str(tmp_path / 'dppo')
+  driver.run(agent, cfg, env_name, out, progress=False, init_from=bc_dir)
+  tuned = float(list(csv.DictReader(open(os.path.join(out, 'eval.csv'))))[-1]['return_mean'])
+  print('bc', bc, 'dppo from bc', tuned)
+  assert tuned >= 700, (bc, tuned)
