@@ -4,7 +4,8 @@
       --id flowrl/hopper/random-v0
   python -m flowrl.collect --policy runs/sac-Hopper-v5-s0-...@300000 --steps 1000000 \
       --id flowrl/hopper/medium-v0 --expert runs/sac-Hopper-v5-s0-...
-  python -m flowrl.collect --replay runs/sac-Hopper-v5-s0-...@100000 --id flowrl/hopper/medium-replay-v0
+  python -m flowrl.collect --replay runs/sac-Hopper-v5-s0-...@100000 \
+      --id flowrl/hopper/medium-replay-v0
   python -m flowrl.collect --combine flowrl/hopper/medium-v0,flowrl/hopper/expert-v0 \
       --id flowrl/hopper/medium-expert-v0
 

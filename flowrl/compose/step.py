@@ -32,8 +32,7 @@ class TrainConfig(NamedTuple):
   eval_episodes: int = 5
   log_every: int = 1_000
   checkpoint_every: int = 50_000     # resume replays the episode in progress, then continues
-  keep_checkpoints: int = 2          # the newest kept; 0 keeps every one (datasets from a run's
-                                     #   earlier policies: examples/make_locomotion_datasets.sh)
+  keep_checkpoints: int = 2          # the newest kept; 0: every one (datasets of earlier policies)
   seed: int = 0
   envs_per_seed: int = 1             # envs stepped together per seed; frames count all of them
   source: Optional[SourceChoice] = None   # where batches come from: None = the replay

@@ -194,8 +194,9 @@ class Driver:
       raise TrainingDiverged(f"training diverged before frame {frame}: parameters became "
                              f"non-finite; {_kept(self.run_dir, self.cfg)}")
     # with the next actions, so a resumed run draws no new key
-    checkpoint.save(self.mngr, frame, self._saved(loop), {**self.host, 'episode_return': returns.tolist(),
-                                             'action': np.asarray(action).tolist()})
+    checkpoint.save(self.mngr, frame, self._saved(loop),
+                    {**self.host, 'episode_return': returns.tolist(),
+                     'action': np.asarray(action).tolist()})
 
   def close(self):
     for log in getattr(self, 'logs', []):
