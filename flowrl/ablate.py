@@ -184,7 +184,7 @@ def main(argv=None) -> int:
       from flowrl.sweep import ray_backend
       ray_backend.require_ray()
   except ConfigError as e:
-    print(f'flowrl: {e}', file=sys.stderr)
+    print(f'flowrl: {cli._one_sentence(e)}', file=sys.stderr)
     return 2
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'sweep.json'), 'w') as f:
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
       local.run_all(out, runs, layout, on_finish)
   except ConfigError as e:
     watch.close()
-    print(f'flowrl: {e}', file=sys.stderr)
+    print(f'flowrl: {cli._one_sentence(e)}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     watch.close()

@@ -226,7 +226,8 @@ def main(argv=None) -> int:
       ds = collector.create_dataset(args.id, **meta)
       collector.close()
   except ConfigError as e:
-    print(f'flowrl.collect: {e}', file=sys.stderr)
+    from flowrl.run import _one_sentence
+    print(f'flowrl.collect: {_one_sentence(e)}', file=sys.stderr)
     return 2
   scores = f', ref scores [{ref_min:.1f}, {ref_max:.1f}]' if ref_max is not None else ''
   print(f'{args.id}: {ds.total_episodes} episodes, {ds.total_steps} steps{scores}',

@@ -265,7 +265,7 @@ def main(argv=None) -> int:
       from flowrl.runtime.init_from import check_run_dir
       check_run_dir(init_from)
   except ConfigError as e:
-    print(f'flowrl: {e}', file=sys.stderr)
+    print(f'flowrl: {_one_sentence(e)}', file=sys.stderr)
     return 2
   import gin
   import numpy as np
@@ -293,10 +293,10 @@ def main(argv=None) -> int:
     summary = run(agent, cfg, env_name, run_dir, resume=bool(args.resume),
                   progress=not args.no_progress, seeds=seeds, init_from=init_from)
   except TrainingDiverged as e:
-    print(f'flowrl: {e}', file=sys.stderr)
+    print(f'flowrl: {_one_sentence(e)}', file=sys.stderr)
     return 3
   except (CheckpointMismatch, ConfigError) as e:
-    print(f'flowrl: {e}', file=sys.stderr)
+    print(f'flowrl: {_one_sentence(e)}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     saved = latest_frame(run_dir)

@@ -25,6 +25,11 @@ def run(*args, cwd=ROOT, timeout=240):
     (['--gin=gin/qsm.gin', '--bind', 'Method.policy=@tanh_gaussian()'],
      ["sampler 'ddpm'", "policy 'tanh_gaussian' does not provide", 'vp_diffusion']),
     (['--gin=gin/sac.gin', '--bind', 'sampler.rule=@no_such_sampler()'], ['no_such_sampler']),
+    (['--gin=gin/sac.gin', '--bind', 'sampler.selection="best"'], ["sampler.selection is 'best'"]),
+    (['--gin=gin/dql.gin', '--bind', 'dataset_source.name="flowrl/nope/medium-v0"'],
+     ["no local Minari dataset 'flowrl/nope/medium-v0'", 'python -m flowrl.collect']),
+    (['--gin=gin/iql.gin', '--bind', 'dataset_source.name="/tmp/no/such.npz"'],
+     ["no file '/tmp/no/such.npz'"]),
     ([], ['no method given']),
     (['--resume', '/tmp/not-a-run-folder'], ['not a run folder']),
 ])
@@ -33,7 +38,7 @@ def test_bad_input_fails_with_one_sentence(args, words):
   assert out.returncode == 2, out.stderr
   lines = [l for l in out.stderr.splitlines() if l.startswith('flowrl:')]
   assert len(lines) == 1, out.stderr
-  assert 'Traceback' not in out.stderr
+  assert 'Traceback' not in out.stderr and 'In call to configurable' not in out.stderr
   for w in words:
     assert w in lines[0], (w, lines[0])
 
