@@ -278,6 +278,10 @@ def _build(method, path, extra=()):
 @pytest.mark.parametrize('method,binding,needs', [
     ('diffusion_bc', 'Method.signal=@reparam_q()', 'action values'),
     ('iql', 'Method.critic=@ensemble_q()', 'expectile'),
+    # found by the cross product: a coupled flow's likelihood is of its doubled sample, not of
+    # an env action, and BC has nothing to learn from on a rollout
+    ('iql', 'Method.policy=@coupled_flow()', 'fits given env actions'),
+    ('diffusion_bc', 'train.source=@rollout_source()', 'stored transitions'),
 ])
 def test_illegal_offline_mixes_fail_in_one_sentence(pendulum_npz, method, binding, needs):
   with pytest.raises(ConfigError, match=needs) as e:

@@ -21,6 +21,7 @@ CAPABILITIES = {
     'noise_head': ('policy', 'a learned noise std σ_φ(s, x_t, t)'),
     'coupled': ('policy', "a coupled flow's doubled action (z, y)"),
     'one_step': ('policy', 'a one-step generator μ(s, z) beside a flow (FQL)'),
+    'fits_actions': ('policy', "a loss that fits given env actions (likelihood or regression)"),
     'differentiable': ('sampler', 'reparameterized, differentiable samples'),
     'kernel': ('sampler', 'Gaussian transition kernels with a likelihood at every step (ddpm '
                           'and ddim: with sampler.min_logprob_std > 0)'),

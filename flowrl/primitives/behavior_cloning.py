@@ -33,6 +33,6 @@ def behavior_cloning(spec: EnvSpec, coefficient: float = 1.0) -> Regularizer:
   def actor_loss(state, aux, params, inp, key):
     return coefficient * jnp.mean(fit_to_actions(inp.policy, params, inp.obs, inp.action, key))
 
-  return Regularizer('behavior_cloning', frozenset(), lambda: (), actor_loss,
+  return Regularizer('behavior_cloning', frozenset({'fits_actions'}), lambda: (), actor_loss,
                      lambda *_: 0.0, lambda state, a, key, role: a,
                      lambda state, step, aux, sample_many, key: (state, {}))

@@ -81,4 +81,4 @@ def advantage_weighted(temperature: float = 3.0, max_weight: float = 100.0) -> S
     chex.assert_equal_shape([w, fit])
     return jnp.mean(w * fit), {'weight_mean': jnp.mean(w), 'advantage': jnp.mean(q - v)}
 
-  return Signal('advantage_weighted', frozenset({'q', 'expectile_v'}), loss)
+  return Signal('advantage_weighted', frozenset({'q', 'expectile_v', 'fits_actions'}), loss)

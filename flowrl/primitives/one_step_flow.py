@@ -70,7 +70,8 @@ def one_step_flow(spec: EnvSpec, hidden: Sequence[int] = (512, 512, 512, 512),
 
   on_flow = lambda fn: (lambda params, *args: fn(params['flow'], *args))
   return flow._replace(
-      name='one_step_flow', provides=frozenset({'distribution', 'chain', 'velocity', 'one_step'}),
+      name='one_step_flow', provides=frozenset({'distribution', 'chain', 'velocity', 'one_step',
+                                                    'fits_actions'}),
       init=init, distribution=distribution, one_step=one_step,
       predict=on_flow(flow.predict), fit_loss=on_flow(flow.fit_loss),
       condition=on_flow(flow.condition), cfm_loss_at=on_flow(flow.cfm_loss_at),

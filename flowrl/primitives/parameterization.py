@@ -47,7 +47,7 @@ def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
                                distrax.Block(distrax.Tanh(), ndims=1))
     return dist, jnp.tanh(mean)
 
-  return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob'}), spec.act_dim, init,
+  return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}), spec.act_dim, init,
                 distribution=distribution)
 
 
@@ -80,7 +80,7 @@ def gaussian(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 
     mean, log_std = net.apply(params, obs)
     return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape)), mean
 
-  return Policy('gaussian', frozenset({'distribution', 'exact_logprob'}), spec.act_dim,
+  return Policy('gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}), spec.act_dim,
                 lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))), distribution=distribution)
 
 
@@ -96,7 +96,7 @@ def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
     mode = jnp.tanh(net.apply(params, obs))
     return distrax.Deterministic(mode), mode
 
-  return Policy('deterministic', frozenset({'distribution', 'deterministic'}), spec.act_dim, init,
+  return Policy('deterministic', frozenset({'distribution', 'deterministic', 'fits_actions'}), spec.act_dim, init,
                 distribution=distribution)
 
 
@@ -166,7 +166,7 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
     k = jnp.clip(jnp.round(t * train_steps).astype(jnp.int32), 0, train_steps)
     return alphas[k], sigmas[k]
 
-  return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score'}), spec.act_dim, init,
+  return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score', 'fits_actions'}), spec.act_dim, init,
                 predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
                 noised=noised, condition=condition, predict_cond=predict_cond,
                 cfm_loss_at=_cfm_loss_at(predict, to_eps_x0, coefficients, target))
@@ -221,7 +221,7 @@ def rectified_flow(spec: EnvSpec, train_grid: int = 0, noise_head: Sequence[floa
   `noise_head` = (σ_min, σ_max) adds ReinFlow's learned noise std σ_φ(s, x_t, t) in that range,
   read by `noisy_euler(learned_std=True)`."""
   init, predict, condition, predict_cond = _chain_net(spec)
-  provides = {'chain', 'velocity', 'score'}
+  provides = {'chain', 'velocity', 'score', 'fits_actions'}
   noise_std = None
   if noise_head:
     if len(noise_head) != 2 or not 0 < noise_head[0] <= noise_head[1]:

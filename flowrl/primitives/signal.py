@@ -69,7 +69,8 @@ def reparam_q(weight: float = 1.0, normalize: str = 'none', aggregate: str = 'mi
 def no_improvement() -> Signal:
   """No improvement signal: the actor learns from its regularizer alone (behaviour cloning:
   `behavior_cloning`; IDQL, whose critic only selects among the policy's samples)."""
-  return Signal('no_improvement', frozenset(), lambda params, inp, key: (jnp.float32(0.0), {}))
+  return Signal('no_improvement', frozenset({'transitions'}),   # stored data, not a rollout
+                lambda params, inp, key: (jnp.float32(0.0), {}))
 
 
 @primitive('signal')
