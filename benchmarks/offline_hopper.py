@@ -8,7 +8,9 @@ The dataset (`flowrl/hopper/medium-v0` under MINARI_DATASETS_PATH) is made first
       --id flowrl/hopper/medium-v0 --ref-max 3234.3
 from a PPO policy at about a third of expert return (see docs/offline.md). Published D4RL
 numbers are context, never a gate: the data differs (MuJoCo v5, another policy).
+Then, with --finetune METHOD, DPPO fine-tunes that method's offline policies online.
 Usage: python benchmarks/offline_hopper.py [--methods ...] [--updates 10000] [--seeds 3]
+       [--finetune dql --finetune-frames 40000]
 """
 import argparse
 import csv
@@ -53,6 +55,42 @@ def run_method(method: str, updates: int, seeds: int, work: str, every: int) -> 
   return curves
 
 
+FINETUNE = [  # DPPO (gin/dppo.gin) on the offline policy's network, schedule and 5 steps
+    'env.name="Hopper-v5"', 'DenoiserNet.hidden=(256, 256, 256)', 'DenoiserNet.obs_hidden=()',
+    'DenoiserNet.time_dim=16', 'DenoiserNet.activation="mish"',
+    'vp_diffusion.schedule=@linear_schedule', 'linear_schedule.beta_min=0.1',
+    'linear_schedule.beta_max=10.0', 'sampler.steps=5', 'vp_diffusion.train_steps=5',
+    'train.envs_per_seed=4', 'rollout_source.steps=500', 'rollout_source.minibatches=50',
+    'train.eval_episodes=10']
+
+
+def finetune(method: str, frames: int, seeds: int, work: str, every: int) -> dict:
+  """DPPO online from the offline run of `method` (--init-from; each seed from its own seed):
+  the normalized score per evaluation, from the offline policy's last score on."""
+  import gin
+  from flowrl import run as cli
+  from flowrl.runtime import driver
+  source, out = os.path.join(work, method), os.path.join(work, f'{method}-dppo')
+  if not os.path.exists(os.path.join(out, 'done.json')):
+    gin.clear_config()
+    cli.parse_config([os.path.join(ROOT, 'gin', 'dppo.gin')],
+                     FINETUNE + [f'train.total_frames={frames}', f'train.eval_every={every}',
+                                 f'train.checkpoint_every={every}'])
+    agent, cfg, env = cli.build()
+    driver.run(agent, cfg, env, out, progress=False, seeds=list(range(seeds)), init_from=source)
+    json.dump({'done': True}, open(os.path.join(out, 'done.json'), 'w'))
+  from flowrl.data import offline
+  data = offline.load(DATASET)
+  curves = {}
+  for s in range(seeds):
+    rows = list(csv.DictReader(open(os.path.join(out, f'seed_{s}', 'eval.csv'))))
+    curves[str(s)] = {'frames': [int(r['frame']) for r in rows],
+                      'normalized': [float(offline.normalized_score(
+                          float(r['return_mean']), data.ref_min_score, data.ref_max_score))
+                          for r in rows]}
+  return {'from': method, 'frames': frames, 'curves': curves}
+
+
 def section(results: dict) -> str:
   lines = ['<!-- offline-hopper:start -->', '## Offline: Hopper-v5 medium, made here', '',
            'Written by `python benchmarks/offline_hopper.py` from '
@@ -64,7 +102,18 @@ def section(results: dict) -> str:
     lines.append(f"| {m} | {e['updates'] // 1000}k | {len(e['final_scores'])} | "
                  f"{', '.join(f'{x:.1f}' for x in e['final_scores'])} | {ci(e['mean'])} | "
                  f"{ci(e['iqm'])} | {', '.join(f'{x:.0f}' for x in e['final_returns'])} |")
-  lines += ['', results['data'], '<!-- offline-hopper:end -->']
+  lines += ['', results['data']]
+  ft = results.get('finetune')
+  if ft:
+    frames = next(iter(ft['curves'].values()))['frames']
+    mean = np.mean([c['normalized'] for c in ft['curves'].values()], axis=0)
+    start = np.mean(results['methods'][ft['from']]['final_scores'])
+    lines += ['', f"Online fine-tuning with DPPO (`gin/dppo.gin` on the offline policy's network, "
+              f"5 steps, 4 envs × 500-step rollouts) from the {ft['from']} policies "
+              f"({len(ft['curves'])} seeds, each from its own), normalized score averaged over "
+              f"seeds: offline {start:.1f}, then " + ', '.join(
+                  f'{f // 1000}k frames {m:.1f}' for f, m in zip(frames, mean)) + '.']
+  lines.append('<!-- offline-hopper:end -->')
   return '\n'.join(lines)
 
 
@@ -86,6 +135,9 @@ def main():
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--every', type=int, default=5_000)
   p.add_argument('--work', default=os.path.join(ROOT, 'ablations', 'offline_hopper'))
+  p.add_argument('--finetune', default='', help='an offline method (diffusion_bc, dql) to '
+                 'fine-tune online with DPPO after the offline runs')
+  p.add_argument('--finetune-frames', type=int, default=40_000)
   args = p.parse_args()
   from flowrl.data import offline
   from flowrl.sweep import statistics as st
@@ -119,6 +171,12 @@ def main():
     json.dump(results, open(RESULTS, 'w'), indent=1)
     write_doc(results)
     print(m, results['methods'][m]['final_scores'], flush=True)
+  if args.finetune:
+    results['finetune'] = finetune(args.finetune, args.finetune_frames, args.seeds, args.work,
+                                   args.finetune_frames // 4)
+    json.dump(results, open(RESULTS, 'w'), indent=1)
+    write_doc(results)
+    print('finetune', results['finetune']['curves'], flush=True)
 
 
 if __name__ == '__main__':
