@@ -334,7 +334,7 @@ def _loop(agent, cfg):
 
 # ---------------------------------------------------------------- learning
 
-LEARN = ['train.total_frames=4000', 'train.eval_every=2000', 'train.eval_episodes=5',
+LEARN = ['train.total_frames=4000', 'train.eval_every=4000', 'train.eval_episodes=5',
          'train.checkpoint_every=4000', 'DenoiserNet.hidden=(128, 128)',
          'ensemble_q.hidden=(128, 128)', 'one_step_flow.hidden=(128, 128)',
          'train.batch_size=128']
