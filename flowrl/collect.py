@@ -204,7 +204,7 @@ def main(argv=None) -> int:
       gin.clear_config()
       run_cli.parse_config([os.path.join(run_dir, run_cli.CONFIG_NAME)], [])
       env_name = args.env or run_cli.build()[2]
-      episodes = replay_buffers(_restore(run_dir, frame))
+      episodes, policy = replay_buffers(_restore(run_dir, frame)), None
     elif args.policy == 'random':
       if not args.env:
         raise ConfigError('--policy random needs --env (a gymnasium id such as Hopper-v5).')
@@ -214,6 +214,10 @@ def main(argv=None) -> int:
       if args.env and args.env != env_name:
         raise ConfigError(f'--env {args.env!r}, but the run trained on {env_name!r}.')
     ref_min, ref_max = reference_scores(env_name, args)
+    if args.expert and policy is not None:
+      # networks read their gin bindings when traced: the expert's config replaced the policy's,
+      # so the policy is built again under its own before its first (tracing) call
+      env_name, policy = run_policy(*split_run(args.policy), deterministic=args.noise == 'none')
     meta = dict(algorithm_name=f'flowrl.collect {args.policy or "replay " + args.replay}',
                 ref_min_score=ref_min, ref_max_score=ref_max, eval_env=env_name,
                 description=args.description or None, author='flowrl')
