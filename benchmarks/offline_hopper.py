@@ -146,7 +146,8 @@ def main():
                                         data.ref_max_score)
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {'methods': {}}
   results['protocol'] = (
-      f'{args.seeds} seeds per method trained together, {args.updates} updates at batch 256, '
+      f'Seeds per method trained together (vmapped; the table says how many: Diffusion-QL and '
+      f'FQL ran with one, see docs/offline.md\'s known issue), {args.updates} updates at batch 256, '
       f'10 evaluation episodes every {args.every} updates; the final iterate\'s normalized '
       f'score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s {data.ref_min_score:.1f}, '
       f'R_max D4RL\'s Hopper reference {data.ref_max_score:.1f}; networks 3x256 for all four '
