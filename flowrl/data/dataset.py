@@ -50,8 +50,9 @@ def dataset_source(name=gin.REQUIRED, reward_transform: str = 'none', clip_eps: 
     if (o, a) != (agent.spec.obs_dim, agent.spec.act_dim):
       from flowrl.errors import ConfigError
       raise ConfigError(f'dataset {name!r} has observations of size {o} and actions of size {a}, '
-                        f'but the env has {agent.spec.obs_dim} and {agent.spec.act_dim} (an .npz or dict '
-                        f'without env_name evaluates on env.name: bind it to the data\'s env).')
+                        f'but the env has {agent.spec.obs_dim} and {agent.spec.act_dim} (an .npz '
+                        f'or dict without env_name evaluates on env.name: bind it to the data\'s '
+                        f'env).')
     extra = {c: arrays['action'] for c in agent.columns}     # DIPO-style columns start as actions
     return dataset({**arrays, **extra}, cfg.batch_size, updates_per_step)
 
