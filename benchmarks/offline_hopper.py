@@ -147,9 +147,11 @@ def main():
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {'methods': {}}
   results['protocol'] = (
       f'Seeds per method trained together (vmapped; the table says how many: Diffusion-QL and '
-      f'FQL ran with one, see docs/offline.md\'s known issue), {args.updates} updates at batch 256, '
+      f'FQL ran with one, see docs/offline.md\'s known issue), {args.updates} updates at '
+      f'batch 256, '
       f'10 evaluation episodes every {args.every} updates; the final iterate\'s normalized '
-      f'score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s {data.ref_min_score:.1f}, '
+      f'score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s '
+      f'{data.ref_min_score:.1f}, '
       f'R_max D4RL\'s Hopper reference {data.ref_max_score:.1f}; networks 3x256 for all four '
       f'(FQL\'s own are 4x512), otherwise each gin file\'s settings.')
   results['data'] = (

@@ -177,7 +177,8 @@ def test_advantage_weighted_regression_on_a_gaussian_by_hand():
   pol, params, inp = _gaussian_inputs(q_fn, v_fn)
   loss, _ = implicit_q.advantage_weighted(temperature=3.0, max_weight=5.0).loss(params, inp, None)
   dist, _ = pol.distribution(params, inp.obs)
-  w = np.minimum(np.exp(3.0 * (np.asarray(inp.action).sum(-1) - 0.1 * np.asarray(inp.obs)[:, 0])), 5.0)
+  advantage = np.asarray(inp.action).sum(-1) - 0.1 * np.asarray(inp.obs)[:, 0]
+  w = np.minimum(np.exp(3.0 * advantage), 5.0)
   assert (w == 5.0).any() and (w < 5.0).any(), 'need clipped and unclipped weights'
   expected = np.mean(w * -np.asarray(dist.log_prob(inp.action)))
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
@@ -458,9 +459,11 @@ def test_ensemble_q_with_a_mean_target_and_layer_norm():
   nxt = jax.random.uniform(jax.random.PRNGKey(4), (6, 2), minval=-1)
   discount = 0.99 * (1 - b.terminated)
   loss, _ = c.loss(params, target, (), b, nxt, 0.0, discount, None)
-  y = np.asarray(b.reward) + np.asarray(discount) * np.asarray(c.values(target, b.next_obs, nxt)).mean(0)
+  q_next = np.asarray(c.values(target, b.next_obs, nxt)).mean(0)
+  y = np.asarray(b.reward) + np.asarray(discount) * q_next
   q = np.asarray(c.values(params, b.obs, b.action))
-  np.testing.assert_allclose(float(loss), sum(np.mean((q[e] - y) ** 2) for e in range(2)), rtol=1e-5)
+  expected = sum(np.mean((q[e] - y) ** 2) for e in range(2))
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- offline → online

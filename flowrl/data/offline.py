@@ -28,7 +28,7 @@ D4RL_KEYS = ('observations', 'actions', 'rewards', 'terminals')
 
 class OfflineData(NamedTuple):
   arrays: Dict[str, np.ndarray]       # obs, action, reward, next_obs, terminated ([N, ...] float32)
-  episode_returns: np.ndarray         # undiscounted return of every episode in the data (raw rewards)
+  episode_returns: np.ndarray         # undiscounted return of each episode (raw rewards)
   env_id: Optional[str] = None        # the gymnasium id the data was collected on, where known
   ref_min_score: Optional[float] = None   # for normalized scores 100·(R − min)/(max − min)
   ref_max_score: Optional[float] = None

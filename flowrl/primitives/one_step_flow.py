@@ -81,7 +81,8 @@ def one_step_flow(spec: EnvSpec, hidden: Sequence[int] = (512, 512, 512, 512),
 
 @primitive('regularizer')
 @builder
-def flow_distillation(spec: EnvSpec, coefficient: float = 10.0, flow_steps: int = 10) -> Regularizer:
+def flow_distillation(spec: EnvSpec, coefficient: float = 10.0,
+                      flow_steps: int = 10) -> Regularizer:
   """FQL's distillation: α·mean (μ_ω(s, z) − sg(ODE_θ(s, z)))² with one z ~ N(0, I) per state, the
   flow's `flow_steps`-step Euler sample from the same z as the target, with no gradient into the
   flow (α = `coefficient`; FQL: 10 steps, α = 10 unless a task sets it)."""
