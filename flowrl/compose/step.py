@@ -110,8 +110,7 @@ def fused_updates(agent: Agent, source: DataSource):
 
 
 def frames_per_step(source: DataSource, envs: int) -> int:
-  """What one step of the loop adds to the frame count: the envs' steps, or offline (no env)
-  its updates."""
+  """What one loop step adds to the frame count: the envs' steps, or offline its updates."""
   return envs if source.collects else source.n
 
 
