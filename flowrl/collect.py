@@ -64,19 +64,8 @@ def split_run(spec: str) -> Tuple[str, Optional[int]]:
 
 def _restore(run_dir: str, frame: Optional[int]):
   """The raw loop state of a run's checkpoint (newest, or at `frame`)."""
-  import orbax.checkpoint as ocp
-  from flowrl.runtime import checkpoint
-  frames = sorted(int(d) for d in os.listdir(os.path.join(run_dir, 'checkpoints')) if d.isdigit()) \
-      if os.path.isdir(os.path.join(run_dir, 'checkpoints')) else []
-  frame = frames[-1] if frame is None and frames else frame
-  if frame not in frames:
-    raise ConfigError(f'{run_dir!r} has no checkpoint at frame {frame}; it has '
-                      f'{", ".join(map(str, frames)) or "none"}.')
-  mngr = checkpoint.manager(run_dir)
-  try:
-    return mngr.restore(frame, args=ocp.args.Composite(loop=ocp.args.StandardRestore())).loop
-  finally:
-    mngr.close()
+  from flowrl.runtime.init_from import read_checkpoint
+  return read_checkpoint(run_dir, frame, flag='--policy/--replay')[0]
 
 
 def run_policy(run_dir: str, frame: Optional[int], deterministic: bool):

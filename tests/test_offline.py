@@ -107,6 +107,17 @@ def test_minari_round_trip_through_collect(tmp_path, monkeypatch):
     offline.load('test/pendulum/medium-v0')
 
 
+def test_a_run_without_the_asked_checkpoint_is_one_sentence_naming_the_ones_it_has(tmp_path):
+  from flowrl.runtime.init_from import read_checkpoint
+  with pytest.raises(ConfigError, match='no checkpoint to start from'):
+    read_checkpoint(str(tmp_path))
+  for frame in (10, 20):
+    os.makedirs(tmp_path / 'checkpoints' / str(frame))
+  with pytest.raises(ConfigError, match=r'^--policy/--replay .* no checkpoint at frame 15; it has '
+                                        r'10, 20\.$'):
+    read_checkpoint(str(tmp_path), 15, flag='--policy/--replay')
+
+
 def test_replay_flavour_splits_the_ring_into_episodes():
   """A run's replay (a full ring whose oldest row is at ptr) becomes episodes in write order,
   split at terminations and where the next row does not continue this one (a truncation)."""

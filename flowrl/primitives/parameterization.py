@@ -47,7 +47,8 @@ def tanh_gaussian(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
                                distrax.Block(distrax.Tanh(), ndims=1))
     return dist, jnp.tanh(mean)
 
-  return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}), spec.act_dim, init,
+  return Policy('tanh_gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}),
+                spec.act_dim, init,
                 distribution=distribution)
 
 
@@ -80,7 +81,8 @@ def gaussian(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 
     mean, log_std = net.apply(params, obs)
     return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape)), mean
 
-  return Policy('gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}), spec.act_dim,
+  return Policy('gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}),
+                spec.act_dim,
                 lambda key: net.init(key, jnp.zeros((1, spec.obs_dim))), distribution=distribution)
 
 
@@ -96,7 +98,8 @@ def deterministic(spec: EnvSpec, hidden: Sequence[int] = (256, 256), activation:
     mode = jnp.tanh(net.apply(params, obs))
     return distrax.Deterministic(mode), mode
 
-  return Policy('deterministic', frozenset({'distribution', 'deterministic', 'fits_actions'}), spec.act_dim, init,
+  return Policy('deterministic', frozenset({'distribution', 'deterministic', 'fits_actions'}),
+                spec.act_dim, init,
                 distribution=distribution)
 
 
@@ -166,7 +169,8 @@ def vp_diffusion(spec: EnvSpec, schedule=schedules.cosine_schedule,
     k = jnp.clip(jnp.round(t * train_steps).astype(jnp.int32), 0, train_steps)
     return alphas[k], sigmas[k]
 
-  return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score', 'fits_actions'}), spec.act_dim, init,
+  return Policy('vp_diffusion', frozenset({'chain', 'vp_path', 'score', 'fits_actions'}),
+                spec.act_dim, init,
                 predict=predict, path=path, to_eps_x0=to_eps_x0, fit_loss=fit_loss,
                 noised=noised, condition=condition, predict_cond=predict_cond,
                 cfm_loss_at=_cfm_loss_at(predict, to_eps_x0, coefficients, target))

@@ -179,8 +179,8 @@ class Driver:
     self.host['eval_return'] = [float(r.mean()) for r in returns]
     for log, r in zip(self.logs, returns):
       row = {'return_mean': r.mean(), 'return_std': r.std()}
-      if self.ref_scores:            # offline: D4RL's 100·(R − R_min)/(R_max − R_min)
-        score = normalized_score(r, *self.ref_scores)
+      score = self.ref_scores and normalized_score(r, *self.ref_scores)
+      if score is not None:          # offline: D4RL's 100·(R − R_min)/(R_max − R_min)
         row.update(normalized_score_mean=score.mean(), normalized_score_std=score.std())
       log.write('eval', frame, row)
 

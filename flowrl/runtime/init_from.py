@@ -9,7 +9,7 @@ several seeds gives seed s to seed s when the counts agree, else its first seed 
 An actor whose parameters do not fit is one sentence naming the first that does not.
 """
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +18,19 @@ import numpy as np
 from flowrl.errors import ConfigError
 
 
-def read_checkpoint(run_dir: str) -> Tuple[dict, int]:
-  """The newest checkpoint's loop state as a raw tree (dicts of arrays) and its frame."""
+def read_checkpoint(run_dir: str, frame: Optional[int] = None,
+                    flag: str = '--init-from') -> Tuple[dict, int]:
+  """A checkpoint's loop state as a raw tree (dicts of arrays) and its frame: the newest, or the
+  one at `frame`. `flag` names the option that asked, for the error sentence."""
   from flowrl.runtime import checkpoint
-  frame = checkpoint.latest_frame(run_dir)
-  if frame is None:
-    raise ConfigError(f'--init-from {run_dir!r}: it has no checkpoint to start from (a run folder '
+  frames = checkpoint.saved_frames(run_dir)
+  if not frames:
+    raise ConfigError(f'{flag} {run_dir!r}: it has no checkpoint to start from (a run folder '
                       f'keeps them in checkpoints/).')
+  frame = frames[-1] if frame is None else frame
+  if frame not in frames:
+    raise ConfigError(f'{flag} {run_dir!r}: it has no checkpoint at frame {frame}; it has '
+                      f'{", ".join(map(str, frames))}.')
   import orbax.checkpoint as ocp
   mngr = checkpoint.manager(run_dir)
   try:
