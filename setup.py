@@ -35,8 +35,9 @@ setup(
     install_requires=REQUIRED,
     extras_require={
         # developers run the Ray backend's test against a loopback head, so dev includes Ray; the
-        # tests run on two cores with pytest-xdist
-        'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0'],
+        # tests run on two cores with pytest-xdist; torch (the CPU build on this project's
+        # machines) runs the Isaac Lab adapter's tests against a fake env
+        'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0', 'torch==2.13.0'],
         'ray': ['ray[tune]==2.60.0'],
         'mjx': ['mujoco-mjx==3.17.0'],
     },

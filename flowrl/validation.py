@@ -5,7 +5,8 @@ an integer, a number where it is a float, a tuple of integers for layer sizes), 
 rates and factors must lie in their range:
 
   counts     steps, *_every, num*, *_samples, best_of, components, episodes, batch and buffer
-             sizes, total_frames, layer widths: integers ≥ 1 (random_frames, learning_starts ≥ 0)
+             sizes, total_frames, layer widths: integers ≥ 1 (random_frames, learning_starts,
+             fused_frames, keep_checkpoints ≥ 0)
   rates      learning rates, eps, scales, temperatures: > 0 (a final learning rate, noise std's
              and clips ≥ 0)
   factors    gamma in [0, 1], tau in (0, 1]
@@ -24,7 +25,7 @@ from flowrl.errors import ConfigError
 AT_LEAST_ONE = re.compile(r'^(steps|.*_steps|every|.*_every|num|num_.*|.*_samples|best_of|'
                           r'eval_best_of|components|eval_episodes|batch_size|buffer_size|'
                           r'total_frames|refresh_every|time_dim|envs_per_seed)$')
-AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|max_grad_norm|final_learning_rate|.*_std|.*_clip|'
+AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|fused_frames|keep_checkpoints|max_grad_norm|final_learning_rate|.*_std|.*_clip|'
                            r'noise_scale|particle_noise|loss_clip|weight)$')
 POSITIVE = re.compile(r'^(learning_rate|eps|scale|score_scale|temperature|'
                       r'target_kl|alpha_init|updates_per_frame|reward_scale)$')

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.compose.agent import Agent, TrainState, cond_or_pass
-from flowrl.data.base import DataSource
-from flowrl.data.base import SourceChoice
+from flowrl.data.base import DataSource, SourceChoice
 from flowrl.data.replay import REPLAY
 
 
@@ -36,6 +35,7 @@ class TrainConfig(NamedTuple):
   seed: int = 0
   envs_per_seed: int = 1             # envs stepped together per seed; frames count all of them
   source: Optional[SourceChoice] = None   # where batches come from: None = the replay
+  fused_frames: int = 0              # > 0: frames per host call, envs stepped from in the program
 
 
 train = gin.external_configurable(TrainConfig, 'train', module='flowrl')

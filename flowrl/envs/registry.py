@@ -52,6 +52,11 @@ def _did_you_mean(name: str, known) -> str:
 
 def make_env(name: str, seed: int = 0) -> gym.Env:
   """Build `name` with actions rescaled to [−1, 1] and observations as flat float32 vectors."""
+  if name.startswith('isaac:'):
+    from flowrl.envs.isaaclab import require_isaaclab
+    require_isaaclab()
+    raise ConfigError(f'{name!r}: flowrl.run does not drive Isaac Lab envs yet; wrap the env your '
+                      f'own code made with flowrl.envs.isaaclab.IsaacLabAdapter (docs/isaaclab.md).')
   if name.startswith('dmc:'):
     if name not in _dmc_tasks():
       raise ConfigError(f"unknown environment {name!r};{_did_you_mean(name, _dmc_tasks())} "

@@ -21,7 +21,7 @@ from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_
 from flowrl.data.base import DataSource
 from flowrl.data.offline import normalized_score
 from flowrl.envs import make_env
-from flowrl.runtime import checkpoint, vector_env
+from flowrl.runtime import checkpoint, fused, vector_env
 from flowrl.runtime.compile import compile_loop
 from flowrl.runtime.evaluate import evaluate
 from flowrl.runtime.init_from import read_checkpoint, transplant
@@ -80,7 +80,10 @@ class Driver:
     self.blank = {'obs': z(o), 'action': z(a), 'reward': z(), 'next_obs': z(o),
                   'terminated': z(), 'truncated': z()}
     # XLA compiles while the host sets up
-    self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs)
+    fusing = bool(cfg.fused_frames) and self.source.collects
+    self.block_frames = max(1, cfg.fused_frames // envs) * envs if fusing else 0
+    self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,
+                                 host_step=self._host_step if fusing else None)
     self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
                 if self.source.collects else None)      # offline: evaluation envs only
     self.eval_envs = [make_env(env_name, s + 12345) for s in self.seeds]
@@ -159,6 +162,33 @@ class Driver:
       returns[i] = 0.0
     return transition, next_obs
 
+  def _host_step(self, action):
+    """A fused block's env step, called from inside the program in frame order."""
+    self.host_frame += self.n_envs
+    transition, next_obs = self.env_step(action, self.host_frame, self.host_returns)
+    return {k: self._shape(transition[k]) for k in fused.STORED}, self._shape(next_obs)
+
+  def block_fits(self, frame: int, loop) -> bool:
+    """Whether the next cfg.fused_frames frames can run as one block: after the first update,
+    with no log, evaluation, checkpoint or periodic step due inside it (one at its end is run
+    after it), and not past the run's end."""
+    cfg, end = self.cfg, frame + self.block_frames
+    if not self.block_frames or end > cfg.total_frames or frame < cfg.learning_starts:
+      return False
+    if any(_crossed(frame, end - 1, every) for every in
+           (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
+      return False
+    every = self.agent.periodic_every if self.programs.periodic else 0
+    return not every or ((-int(loop.agent.step)) % every
+                         >= self.block_frames // self.n_envs * self.source.n)
+
+  def run_block(self, loop, obs, action, frame: int, returns):
+    """cfg.fused_frames frames in one call: (loop, obs [S·N, O], action, metrics)."""
+    self.host_frame, self.host_returns = frame, returns
+    loop, _, obs, action, metrics = self.programs.block.result()(
+        loop, (), self._shape(obs), action)
+    return loop, np.asarray(obs).reshape(-1, self.agent.spec.obs_dim), action, metrics
+
   def log(self, frame: int, pending, fps: float):
     for j, log in enumerate(self.logs):
       stats = summarize([jax.tree_util.tree_map(lambda x: x[j], p) for p in pending])
@@ -226,33 +256,40 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
   returns = np.asarray(d.host.pop('episode_return'), np.float64)
   pending = []
   while frame < cfg.total_frames:
-    before, frame = frame, frame + N
-    if d.source.collects:
-      transition, next_obs = d.env_step(np.asarray(action), frame, returns)
-      transition['obs'] = obs
-      obs = next_obs
-    else:                           # offline: a step is an update burst on the dataset
-      transition = {k: v.reshape((-1,) + v.shape[2:]) for k, v in d.blank.items()}
+    before = frame
+    if timing.first_update is not None and d.block_fits(frame, loop):
+      loop, obs, action, metrics = d.run_block(loop, obs, action, frame, returns)
+      frame += d.block_frames
+    else:
+      frame += N
+      if d.source.collects:
+        transition, next_obs = d.env_step(np.asarray(action), frame, returns)
+        transition['obs'] = obs
+        obs = next_obs
+      else:                         # offline: a step is an update burst on the dataset
+        transition = {k: v.reshape((-1,) + v.shape[2:]) for k, v in d.blank.items()}
+      called = time.time()
+      periodic = programs.periodic and runs_periodic(
+          agent, d.source, frame, int(loop.agent.step), bool(d.source.due(None, frame)))
+      loop, action, metrics = step(loop, {k: d._shape(transition[k]) for k in TRANSITION},
+                                   np.bool_(True), d._shape(obs))
+      if timing.first_update is None and frame >= cfg.learning_starts:
+        jax.block_until_ready(action)
+        timing.first_update = (called, time.time())
+        if not programs.periodic:
+          programs.act_eval.start()   # in the background, now that it no longer slows updates
+        if programs.block:
+          programs.block.start()
+      if periodic:                  # DACER's entropy estimate and α step, after its update
+        loop = programs.periodic.result()(loop)
+        if timing.first_periodic is None:
+          jax.block_until_ready(loop.agent.reg)
+          timing.first_periodic = time.time()
+          programs.act_eval.start()   # now that it no longer slows the first periodic step
+    pending.append(metrics)
+    bar.update(frame - before)
     save = (_crossed(before, frame, cfg.checkpoint_every) or frame >= cfg.total_frames
             or bool(interrupts.received))
-    called = time.time()
-    periodic = programs.periodic and runs_periodic(
-        agent, d.source, frame, int(loop.agent.step), bool(d.source.due(None, frame)))
-    loop, action, metrics = step(loop, {k: d._shape(transition[k]) for k in TRANSITION},
-                                 np.bool_(True), d._shape(obs))
-    pending.append(metrics)
-    bar.update(N)
-    if timing.first_update is None and frame >= cfg.learning_starts:
-      jax.block_until_ready(action)
-      timing.first_update = (called, time.time())
-      if not programs.periodic:
-        programs.act_eval.start()   # in the background, now that it no longer slows the update
-    if periodic:                    # DACER's entropy estimate and α step, after its update
-      loop = programs.periodic.result()(loop)
-      if timing.first_periodic is None:
-        jax.block_until_ready(loop.agent.reg)
-        timing.first_periodic = time.time()
-        programs.act_eval.start()   # now that it no longer slows the first periodic step
     if _crossed(before, frame, cfg.log_every) or save:
       d.log(frame, jax.device_get(pending), timing.fps(frame))
       pending = []

@@ -21,6 +21,11 @@ SUITES: Dict[str, Tuple[str, ...]] = {
     'dmc': ('dmc:cheetah-run', 'dmc:walker-walk', 'dmc:walker-run', 'dmc:hopper-hop',
             'dmc:quadruped-run', 'dmc:finger-spin', 'dmc:reacher-hard', 'dmc:humanoid-walk'),
     'classic': ('Pendulum-v1', 'InvertedPendulum-v5'),   # fast tasks for smoke tests
+    # Isaac Lab (a GPU machine with Isaac Lab; docs/isaaclab.md): flow-rl's task list, 2.x ids
+    'isaaclab': ('isaac:Isaac-Ant-v0', 'isaac:Isaac-Humanoid-v0', 'isaac:Isaac-Cartpole-v0',
+                 'isaac:Isaac-Velocity-Flat-Anymal-D-v0', 'isaac:Isaac-Velocity-Flat-G1-v0',
+                 'isaac:Isaac-Velocity-Rough-G1-v0', 'isaac:Isaac-Lift-Cube-Franka-v0',
+                 'isaac:Isaac-Open-Drawer-Franka-v0'),
     # offline: local datasets (`dataset:<Minari id>`, made by examples/make_locomotion_datasets.sh)
     'offline-locomotion': tuple(f'dataset:flowrl/{task}/{level}-v0'
                                 for task in ('hopper', 'walker2d', 'halfcheetah')

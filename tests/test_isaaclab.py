@@ -1,0 +1,97 @@
+"""The Isaac Lab adapter against a fake Isaac Lab env on torch CPU tensors (tests/fake_isaaclab.py),
+and the guard's one sentence where Isaac Lab is absent (always: it cannot install beside our pins)."""
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowrl.errors import ConfigError
+
+
+def test_an_isaac_task_without_isaac_lab_is_one_sentence_naming_what_it_needs(monkeypatch):
+  from flowrl.envs import isaaclab, make_env
+  monkeypatch.setitem(sys.modules, 'isaaclab', None)      # as on every machine without it
+  with pytest.raises(ConfigError, match=r'^Isaac Lab tasks need a CUDA GPU machine .*isaaclab 3\.0 '
+                                        r'on Python 3\.12.*isaaclab 2\.3 with Isaac Sim 5\.1'):
+    isaaclab.require_isaaclab()
+  with pytest.raises(ConfigError, match='^Isaac Lab tasks need'):
+    make_env('isaac:Isaac-Ant-v0')
+  out = subprocess.run([sys.executable, '-m', 'flowrl.run', '--gin=gin/ppo.gin', '--bind',
+                        'env.name="isaac:Isaac-Ant-v0"'], capture_output=True, text=True)
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert out.returncode == 2 and len(lines) == 1 and 'Isaac Lab tasks need' in lines[0], out.stderr
+  from flowrl.sweep import spec
+  assert spec.SUITES['isaaclab'] == tuple(isaaclab.PREFIX + t for t in isaaclab.TASKS)
+
+
+@pytest.fixture
+def torch():
+  return pytest.importorskip('torch')     # in the dev extra (the CPU build); skipped without it
+
+
+def _adapter(torch, **kw):
+  from flowrl.envs.isaaclab import IsaacLabAdapter
+  from tests.fake_isaaclab import FakeIsaacLabEnv
+  fake = FakeIsaacLabEnv(**kw)
+  return fake, IsaacLabAdapter(fake, torch=torch)
+
+
+def test_observations_cross_without_a_copy_and_actions_arrive_as_sent(torch):
+  fake, env = _adapter(torch)
+  obs = env.reset(seed=0)
+  assert (env.num_envs, env.obs_dim, env.act_dim) == (4, 3, 2)
+  fake_obs = fake._obs()['policy']
+  np.testing.assert_array_equal(np.asarray(obs), fake_obs.numpy())
+  action = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 2)), jnp.float32)
+  out = env.step(action)
+  np.testing.assert_array_equal(fake.last_action.numpy(), np.asarray(action))
+  assert fake.last_action.data_ptr() == action.unsafe_buffer_pointer()       # zero-copy in
+  # the observation the env returned is the very tensor JAX reads (zero-copy out)
+  original = fake._obs
+  seen = []
+  fake._obs = lambda: seen.append(original()) or seen[-1]
+  out = env.step(action)
+  assert out.obs.unsafe_buffer_pointer() == seen[-1]['policy'].data_ptr()
+
+
+def test_dones_and_rewards_do_not_change_when_the_env_rewrites_its_buffers(torch):
+  fake, env = _adapter(torch, max_episode_length=2)
+  env.reset(seed=0)
+  a = jnp.zeros((4, 2))
+  env.step(a)
+  second = env.step(a)                 # every env times out here
+  kept = (np.asarray(second.truncated).copy(), np.asarray(second.reward).copy())
+  assert kept[0].tolist() == [1.0] * 4
+  env.step(a)                          # rewrites reset_time_outs and reward_buf in place
+  assert fake.reset_time_outs.tolist() == [False] * 4        # the raw buffer did change
+  np.testing.assert_array_equal(np.asarray(second.truncated), kept[0])
+  np.testing.assert_array_equal(np.asarray(second.reward), kept[1])
+  assert second.truncated.dtype == jnp.float32 and second.terminated.dtype == jnp.float32
+
+
+def test_the_final_observation_comes_from_extras_and_without_it_time_outs_terminate(torch,
+                                                                                  capsys):
+  fake, env = _adapter(torch, max_episode_length=2)
+  env.reset(seed=0)
+  a = jnp.full((4, 2), 0.1)
+  env.step(a)
+  out = env.step(a)                                          # the time-out step
+  np.testing.assert_allclose(np.asarray(out.final_obs)[:, 1], 0.2)   # the last step's counter
+  np.testing.assert_allclose(np.asarray(out.obs)[:, 1], 0.0)         # the new episode's first
+  assert np.asarray(out.truncated).tolist() == [1.0] * 4
+  assert np.asarray(out.terminated).tolist() == [0.0] * 4
+
+  fake, env = _adapter(torch, max_episode_length=2, compute_final_obs=False)
+  env.reset(seed=0)
+  env.step(a)
+  out = env.step(a)
+  assert np.asarray(out.terminated).tolist() == [1.0] * 4   # no final obs: never bootstrap
+  assert np.asarray(out.truncated).tolist() == [0.0] * 4
+  env.step(a)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'no final observation' in err[0]     # said once
+  from flowrl.envs.isaaclab import IsaacLabAdapter
+  with pytest.raises(ConfigError, match="compute_final_obs = True"):
+    IsaacLabAdapter(fake, final_obs='extras', torch=torch).step(a)
