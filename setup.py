@@ -26,6 +26,11 @@ REQUIRED = [
     'pyarrow==26.0.1',
 ]
 
+# MuJoCo Playground's dm_control-suite ports (`playground:<Name>` envs): the set installed and
+# stepped together with REQUIRED here (it brings flax 0.12.8; warp-lang is Playground's
+# requirement, flowrl uses impl='jax')
+PLAYGROUND = ['mujoco-mjx==3.17.0', 'playground==0.2.0', 'brax==0.14.2', 'warp-lang==1.18.0']
+
 setup(
     name='flowrl',
     version='0.1.0',
@@ -36,9 +41,12 @@ setup(
     extras_require={
         # developers run the Ray backend's test against a loopback head, so dev includes Ray; the
         # tests run on two cores with pytest-xdist; torch (the CPU build on this project's
-        # machines) runs the Isaac Lab adapter's tests against a fake env
-        'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0', 'torch==2.13.0'],
+        # machines) runs the Isaac Lab adapter's tests against a fake env; one test steps a
+        # Playground task
+        'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0', 'torch==2.13.0']
+               + PLAYGROUND,
         'ray': ['ray[tune]==2.60.0'],
         'mjx': ['mujoco-mjx==3.17.0'],
+        'playground': PLAYGROUND,
     },
 )

@@ -215,7 +215,7 @@ def build(seed_override=None):
   from flowrl.compose.agent import compile_method
   from flowrl.compose.method import method
   from flowrl.compose.step import train
-  from flowrl.envs import env, make_env
+  from flowrl.envs import env, env_spec
   from flowrl.errors import ConfigError
   from flowrl.primitives.base import EnvSpec
   from flowrl import validation
@@ -228,9 +228,7 @@ def build(seed_override=None):
     raise
   except Exception as e:
     raise ConfigError(f'invalid configuration: {_one_sentence(e)}') from None
-  probe = make_env(env_name, 0)
-  spec = EnvSpec(probe.observation_space.shape[0], probe.action_space.shape[0])
-  probe.close()
+  spec = EnvSpec(*env_spec(env_name))
   agent = compile_method(m, spec, cfg.source)
   gin.finalize()
   return agent, cfg, env_name

@@ -109,7 +109,7 @@ def test_a_block_is_its_frames_one_after_another_with_a_pure_env_over_seeds_and_
   action = jnp.zeros((2, 3, 1))
   loop0 = jnp.zeros((2, 3))
   block = jax.jit(fused.fused_block(step_fn, env_step, 12))
-  loop, _, obs_b, action_b, metrics = block(loop0, env_state, obs, action)
+  loop, _, obs_b, action_b, metrics, episodes = block(loop0, env_state, obs, action)
   loop_ref, s, o, a, rewards = loop0, env_state, obs, action, []
   for _ in range(12):
     s, transition, nxt = env_step(s, a)
@@ -123,6 +123,7 @@ def test_a_block_is_its_frames_one_after_another_with_a_pure_env_over_seeds_and_
   np.testing.assert_allclose(metrics['r'], np.swapaxes(np.stack(rewards), 0, 1).reshape(2, -1),
                              rtol=1e-5)
   assert float(metrics['trunc'].sum()) == 2 * 3 * 2     # every env truncated at 5 and 10
+  np.testing.assert_allclose(episodes['reward'], np.stack(rewards), rtol=1e-5)   # [K, S, N]
 
 
 def _csv(path):
@@ -156,3 +157,122 @@ def test_a_fused_run_gives_the_per_frame_loops_numbers(tmp_path, monkeypatch, na
   assert blocks and all(f >= 200 and (f + 39) // 100 == f // 100 for f in blocks), blocks
   if name == 'sac':
     assert blocks == [200, 240, 300, 350, 400, 440, 500, 540, 600, 640]
+
+
+def test_a_pure_env_run_vmaps_seeds_fuses_blocks_and_resumes_to_the_same_numbers(tmp_path,
+                                                                                   monkeypatch):
+  """SAC on the pure Pendulum (`jax:Pendulum-v1`), 2 seeds in one program: a fused run (blocks
+  of 40 frames, env inside the scan, evaluation as one program) against a per-frame run that is
+  killed by SIGINT at frame 450 and resumed from the saved env state. Same evaluations, same
+  training logs (but the window split by the interrupt), and the two seeds differ."""
+  import signal
+  from flowrl import run as cli
+  from flowrl.runtime import checkpoint
+  from flowrl.runtime.driver import Driver, run
+  binds = TINY + ['env.name="jax:Pendulum-v1"', 'train.total_frames=700',
+                  'train.learning_starts=200', 'train.random_frames=200', 'train.batch_size=16',
+                  'train.log_every=100', 'train.eval_every=350', 'train.checkpoint_every=350',
+                  'train.eval_episodes=2']
+  logs = lambda d, s: [_csv(os.path.join(d, f'seed_{s}', f'{n}.csv')) for n in ('train', 'eval')]
+  cli.parse_config(['gin/sac.gin'], binds + ['train.fused_frames=40'])
+  agent, cfg, env = cli.build()
+  blocks, run_block = [], Driver.run_block
+  monkeypatch.setattr(Driver, 'run_block', lambda d, *a: blocks.append(a[3]) or run_block(d, *a))
+  fused_run = str(tmp_path / 'fused')
+  run(agent, cfg, env, fused_run, progress=False, seeds=[0, 1])
+  assert blocks == [200, 240, 300, 350, 400, 440, 500, 540, 600, 640]
+
+  cfg = cfg._replace(fused_frames=0)
+  env_step = Driver.env_step
+
+  def interrupted(d, action, frame, returns):
+    if frame == 450:
+      os.kill(os.getpid(), signal.SIGINT)
+    return env_step(d, action, frame, returns)
+
+  killed = str(tmp_path / 'killed')
+  monkeypatch.setattr(Driver, 'env_step', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    run(agent, cfg, env, killed, progress=False, seeds=[0, 1])
+  assert checkpoint.latest_frame(killed) == 450
+  monkeypatch.setattr(Driver, 'env_step', env_step)
+  summary = run(agent, cfg, env, killed, resume=True, progress=False, seeds=[0, 1])
+  assert summary['frames'] == 700
+  split = lambda rows: [r for r in rows if r['frame'] not in ('450', '500')]
+  for s in (0, 1):
+    (train_f, eval_f), (train_k, eval_k) = logs(fused_run, s), logs(killed, s)
+    assert eval_k == eval_f and len(eval_f) == 2
+    assert split(train_k) == split(train_f) and len(split(train_f)) == 7
+    assert all(r['episode_return'] != 'nan' for r in train_f[2:])   # 200-step episodes ended
+  assert logs(fused_run, 0)[1] != logs(fused_run, 1)[1]
+
+
+def test_a_pure_env_name_that_is_unknown_or_lacks_its_extra_is_one_sentence(monkeypatch):
+  import sys
+  from flowrl.envs import env_spec
+  from flowrl.errors import ConfigError
+  with pytest.raises(ConfigError, match=r"unknown environment 'jax:Hopper-v5'; the pure-JAX envs"):
+    env_spec('jax:Hopper-v5')
+  with pytest.raises(ConfigError, match=r"unknown Playground task 'CheetahRunn'.*CheetahRun"):
+    env_spec('playground:CheetahRunn')
+  monkeypatch.setitem(sys.modules, 'mujoco_playground', None)     # as if not installed
+  with pytest.raises(ConfigError, match=r'pip install -e "\.\[playground\]"'):
+    env_spec('playground:CheetahRun')
+  with pytest.raises(ConfigError, match='pure-JAX env'):
+    make_env('jax:Pendulum-v1')
+
+
+def test_a_playground_task_resets_steps_and_autoresets_on_a_tiny_scan():
+  """MuJoCo Playground's PendulumSwingup (MJX, impl 'jax') in flowrl's autoreset: 5-step
+  episodes over a 12-step scan with action_repeat 2. Each step is two physics control steps
+  with their rewards summed; truncations at 5 and 10 keep the true final observation, and the
+  next episode starts from reset(fold_in(key, episode))."""
+  pytest.importorskip('mujoco_playground')
+  from flowrl.envs.playground import playground_env
+  env = playground_env('PendulumSwingup', action_repeat=2, episode_length=10)
+  assert (env.obs_dim, env.act_dim, env.max_episode_steps) == (3, 1, 5)
+  reset, step = autoreset(env)
+  key = jax.random.PRNGKey(3)
+
+  @jax.jit
+  def scan(key):
+    s, obs = reset(key)
+    actions = jnp.sin(jnp.arange(12.0))[:, None]
+    s, out = jax.lax.scan(step, s, actions)
+    raw, raw_obs = env.reset(jax.random.fold_in(key, 0))
+    raw, *once = env.step(raw, actions[0])              # the first step, outside autoreset
+    second = [env.reset(jax.random.fold_in(key, e))[1] for e in (1, 2)]
+    return obs, out, once, jnp.stack(second)
+
+  obs, out, once, second = scan(key)
+  np.testing.assert_allclose(out.final_obs[0], once[0], rtol=1e-5, atol=1e-6)
+  assert float(out.reward[0]) == pytest.approx(float(once[1]), rel=1e-5)
+  assert 0.0 <= float(out.reward.max()) <= 2.0                  # two tolerance rewards in [0, 1]
+  np.testing.assert_array_equal(out.truncated, np.isin(np.arange(12), (4, 9)).astype(np.float32))
+  assert not out.terminated.any()
+  for t, e in ((4, 0), (9, 1)):
+    np.testing.assert_allclose(out.obs[t], second[e], rtol=1e-6)    # reset by episode index
+    assert not np.allclose(out.final_obs[t], out.obs[t])            # the final obs is kept
+
+
+def test_a_fused_rollout_run_gives_the_per_frame_loops_numbers(tmp_path, monkeypatch):
+  """PPO (the rollout source: 64-step rollouts of 2 envs, 2 epochs × 2 minibatches) fused into
+  blocks of 64 frames, against the per-frame loop: the same logs and evaluations. A block holds
+  the rollout's end, so its updates run inside the block's scan."""
+  from flowrl import run as cli
+  from flowrl.runtime.driver import Driver, run
+  blocks, run_block = [], Driver.run_block
+  monkeypatch.setattr(Driver, 'run_block', lambda d, *a: blocks.append(a[3]) or run_block(d, *a))
+  binds = TINY + ['train.total_frames=768', 'rollout_source.steps=64', 'train.envs_per_seed=2',
+                  'rollout_source.minibatches=2', 'rollout_source.epochs=2',
+                  'train.log_every=128', 'train.eval_every=384', 'train.checkpoint_every=384',
+                  'train.eval_episodes=1']
+  out = {}
+  for fused_frames in (0, 64):
+    cli.parse_config(['gin/ppo.gin'], binds + [f'train.fused_frames={fused_frames}'])
+    agent, cfg, env = cli.build()
+    d = str(tmp_path / f'f{fused_frames}')
+    run(agent, cfg, env, d, progress=False)
+    out[fused_frames] = (_csv(os.path.join(d, 'train.csv')), _csv(os.path.join(d, 'eval.csv')))
+  assert out[64] == out[0] and len(out[0][0]) == 6 and float(out[0][0][-1]['updates']) == 4
+  assert blocks == [2] + list(range(128, 768, 64))   # after the first step's update

@@ -50,8 +50,45 @@ def _did_you_mean(name: str, known) -> str:
   return f" did you mean {lower[close[0]]!r}?" if close else ''
 
 
+JAX_TASKS = ('jax:Pendulum-v1',)     # pure-JAX ports of registry tasks (flowrl.envs.jax_env)
+
+
+def is_pure(name: str) -> bool:
+  """Whether `name` is a pure-JAX env, which a run steps inside its XLA program."""
+  return name.startswith(('jax:', 'playground:'))
+
+
+@gin.configurable('jax_env', module='flowrl')
+def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
+  """The pure env `name` as a `JaxEnv`: 'jax:Pendulum-v1', or a MuJoCo Playground dm_control-suite
+  task 'playground:<Name>' (the `playground` extra; action_repeat and episode_length, in control
+  steps with 0 for the task's own, apply to it)."""
+  if name.startswith('playground:'):
+    from flowrl.envs.playground import playground_env
+    return playground_env(name[len('playground:'):], action_repeat, episode_length)
+  if name not in JAX_TASKS:
+    raise ConfigError(f"unknown environment {name!r}; the pure-JAX envs are "
+                      f"{', '.join(JAX_TASKS)} and 'playground:<Name>' (MuJoCo Playground).")
+  from flowrl.envs.jax_env import pendulum
+  return pendulum()
+
+
+def env_spec(name: str):
+  """(observation size, action size) of the env `name`, or its one-sentence ConfigError."""
+  if is_pure(name):
+    e = make_jax_env(name)
+    return e.obs_dim, e.act_dim
+  probe = make_env(name, 0)
+  spec = probe.observation_space.shape[0], probe.action_space.shape[0]
+  probe.close()
+  return spec
+
+
 def make_env(name: str, seed: int = 0) -> gym.Env:
   """Build `name` with actions rescaled to [−1, 1] and observations as flat float32 vectors."""
+  if is_pure(name):
+    raise ConfigError(f'{name!r} is a pure-JAX env: a run steps it inside its program, and '
+                      f'there is no gymnasium env of it to make.')
   if name.startswith('isaac:'):
     from flowrl.envs.isaaclab import require_isaaclab
     require_isaaclab()
@@ -68,7 +105,8 @@ def make_env(name: str, seed: int = 0) -> gym.Env:
     if name not in GYM_TASKS:
       raise ConfigError(f"unknown environment {name!r};{_did_you_mean(name, known_envs())} "
                         f"known: {', '.join(GYM_TASKS)}, "
-                        f"or a dm_control task as 'dmc:domain-task' (e.g. dmc:cheetah-run).")
+                        f"a dm_control task as 'dmc:domain-task' (e.g. dmc:cheetah-run), or a "
+                        f"pure-JAX env ({', '.join(JAX_TASKS)}, 'playground:<Name>').")
     e = gym.make(name)
   e = gym.wrappers.RescaleAction(e, -1.0, 1.0)
   dim = int(np.prod(e.observation_space.shape))

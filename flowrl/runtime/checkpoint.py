@@ -28,7 +28,7 @@ def manager(run_dir: str, keep: int = 2):
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(run_dir, 'checkpoints')),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_names=('loop', 'host'))
+      item_names=('loop', 'host', 'env'))
 
 
 def layout(tree) -> str:
@@ -40,11 +40,14 @@ def layout(tree) -> str:
   return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def save(mngr, frame: int, loop, host: dict) -> None:
+def save(mngr, frame: int, loop, host: dict, env=None) -> None:
+  """`env`: a pure-JAX env's state (with its observations), saved beside the loop."""
   ocp = _ocp()
   host = {**host, 'layout': layout(loop)}
-  mngr.save(frame, args=ocp.args.Composite(loop=ocp.args.StandardSave(loop),
-                                           host=ocp.args.JsonSave(host)))
+  items = dict(loop=ocp.args.StandardSave(loop), host=ocp.args.JsonSave(host))
+  if env is not None:
+    items['env'] = ocp.args.StandardSave(env)
+  mngr.save(frame, args=ocp.args.Composite(**items))
   mngr.wait_until_finished()
 
 
@@ -52,9 +55,10 @@ class CheckpointMismatch(RuntimeError):
   """A checkpoint whose arrays do not fit this run's state."""
 
 
-def restore(mngr, like) -> Optional[Tuple[Any, dict]]:
+def restore(mngr, like, env_like=None) -> Optional[Tuple[Any, dict]]:
   """The newest checkpoint restored onto the structure of `like`, or None if there is none;
-  CheckpointMismatch (one sentence) if its arrays do not fit `like`'s."""
+  CheckpointMismatch (one sentence) if its arrays do not fit `like`'s. With `env_like` (a pure
+  env's state), the loop comes back as (loop, env)."""
   ocp = _ocp()
   step = mngr.latest_step()
   if step is None:
@@ -65,12 +69,14 @@ def restore(mngr, like) -> Optional[Tuple[Any, dict]]:
         f'the checkpoint at frame {step} in {mngr.directory} does not fit this run\'s state '
         f'(written by another flowrl version, or with other sizes: network widths, buffer_size, '
         f'total_frames, seeds or envs_per_seed), so it cannot be resumed; start a new run.')
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-  out = mngr.restore(step, args=ocp.args.Composite(loop=ocp.args.StandardRestore(abstract),
-                                                   host=ocp.args.JsonRestore()))
+  abstract = lambda tree: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+  items = dict(loop=ocp.args.StandardRestore(abstract(like)), host=ocp.args.JsonRestore())
+  if env_like is not None:
+    items['env'] = ocp.args.StandardRestore(abstract(env_like))
+  out = mngr.restore(step, args=ocp.args.Composite(**items))
   host = dict(out.host)
   host.pop('layout', None)
-  return out.loop, host
+  return ((out.loop, out.env) if env_like is not None else out.loop), host
 
 
 def saved_frames(run_dir: str) -> List[int]:

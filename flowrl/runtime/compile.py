@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from flowrl.compose.step import batched_programs
-from flowrl.runtime import fused
+from flowrl.runtime import fused, pure_env
 
 
 class Deferred:
@@ -34,6 +34,7 @@ class CompiledLoop(NamedTuple):
   act_eval: Deferred       # (TrainState, obs [S, 1, O], keys [S]) -> actions, deterministic
   periodic: Optional[Future] = None   # of (loop) -> loop (donates its loop)
   block: Optional[Deferred] = None    # the fused block of `flowrl.runtime.fused` (donates its loop)
+  pure: Optional[pure_env.PureEnv] = None   # a pure-JAX env's reset, step and evaluation
 
 
 # `init` runs once: compiled without XLA's newer fusion emitters and at optimization level 0 it
@@ -43,7 +44,7 @@ RUN_ONCE_OPTIONS = {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimizat
 
 
 def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1,
-                 host_step=None) -> CompiledLoop:
+                 host_step=None, jax_env=None) -> CompiledLoop:
   """Trace the loop's programs now and compile them ahead of time in the background: the frame
   step and `init_loop` on two threads (measured: 1.5 s less than one after the other for DACER on
   2 cores). The evaluation policy is returned deferred, for the driver to start compiling once
@@ -52,7 +53,8 @@ def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1,
   step, which is needed first. `transition` and `next_obs` are host arrays with leading
   [seeds, envs] axes. With cfg.fused_frames and a `host_step` (the driver's env step), the fused
   block of cfg.fused_frames // envs frame steps is returned deferred too, for the driver to start
-  once the first update has run."""
+  once the first update has run. With a pure `jax_env`, the block steps it on the device
+  (`fused.jax_env_step`) instead, and its jitted reset, step and evaluation come along."""
   init_fn, step_fn, act_fn, periodic_fn = batched_programs(agent, source, cfg, tuple(seeds), envs)
   traced_init = jax.jit(init_fn).trace()
   abstract = traced_init.out_info         # the loop's shapes, from the one trace `init` compiles
@@ -74,13 +76,19 @@ def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1,
   periodic_f = periodic_fn and pool.submit(compile_periodic)
   pool.shutdown(wait=False)
   eval_obs = next_obs[:, :1]
-  block = None
-  if cfg.fused_frames and host_step is not None:
+  block = pure = None
+  env_state = ()
+  if jax_env is not None:
+    pure = pure_env.pure_env(jax_env, act_fn, cfg.eval_episodes)
+    env_step = fused.jax_env_step(jax_env)[0]
+    env_state = jax.eval_shape(pure.reset, pure_env.keys(seeds, envs))[0]
+  elif host_step is not None:
     env_step = fused.host_env_step(host_step, len(seeds), envs, agent.spec.obs_dim,
                                    agent.spec.act_dim)
+  if cfg.fused_frames and (host_step is not None or jax_env is not None):
     block_fn = jax.jit(fused.fused_block(step_fn, env_step, max(1, cfg.fused_frames // envs)),
-                       donate_argnums=0)
+                       donate_argnums=(0, 1))
     action = jnp.zeros(next_obs.shape[:2] + (agent.spec.act_dim,), jnp.float32)
-    block = Deferred(lambda: block_fn.lower(abstract, (), next_obs, action).compile())
+    block = Deferred(lambda: block_fn.lower(abstract, env_state, next_obs, action).compile())
   return CompiledLoop(init_f, step_f, Deferred(
-      lambda: act_eval.lower(abstract.agent, eval_obs, keys).compile()), periodic_f, block)
+      lambda: act_eval.lower(abstract.agent, eval_obs, keys).compile()), periodic_f, block, pure)

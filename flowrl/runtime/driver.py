@@ -20,8 +20,8 @@ from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_
                                 runs_periodic)
 from flowrl.data.base import DataSource
 from flowrl.data.offline import normalized_score
-from flowrl.envs import make_env
-from flowrl.runtime import checkpoint, fused, vector_env
+from flowrl.envs import is_pure, make_env, make_jax_env
+from flowrl.runtime import checkpoint, fused, pure_env, vector_env
 from flowrl.runtime.compile import compile_loop
 from flowrl.runtime.evaluate import evaluate
 from flowrl.runtime.init_from import read_checkpoint, transplant
@@ -79,14 +79,20 @@ class Driver:
     z = lambda *shape: np.zeros((S, N) + shape, np.float32)
     self.blank = {'obs': z(o), 'action': z(a), 'reward': z(), 'next_obs': z(o),
                   'terminated': z(), 'truncated': z()}
+    # a pure-JAX env steps on the device, in the programs; other envs on the host
+    jax_env = make_jax_env(env_name) if is_pure(env_name) else None
+    self.env_state = ()
     # XLA compiles while the host sets up
     fusing = bool(cfg.fused_frames) and self.source.collects
     self.block_frames = max(1, cfg.fused_frames // envs) * envs if fusing else 0
     self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,
-                                 host_step=self._host_step if fusing else None)
+                                 host_step=self._host_step if fusing else None, jax_env=jax_env)
+    self.pure = self.programs.pure
+    host_envs = self.source.collects and self.pure is None
     self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
-                if self.source.collects else None)      # offline: evaluation envs only
-    self.eval_envs = [make_env(env_name, s + 12345) for s in self.seeds]
+                if host_envs else None)      # offline: evaluation envs only
+    self.eval_envs = ([make_env(env_name, s + 12345) for s in self.seeds]
+                      if self.pure is None else [])
     self.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints or None)
     self.log_dirs = ([os.path.join(run_dir, f'seed_{s}') for s in self.seeds] if batched
                      else [run_dir])
@@ -102,9 +108,16 @@ class Driver:
     """The loop state, this step's observations [S·N, O] and the actions chosen for them."""
     step = self.programs.step.result()
     loop = self.programs.init.result()()
-    restored = checkpoint.restore(self.mngr, self._saved(loop)) if resume else None
+    restored = None
+    if resume:
+      env_like = None
+      if self.pure is not None:     # the envs' state and observations, as a new run's
+        env_like = jax.eval_shape(self.pure.reset, pure_env.keys(self.seeds, self.n_envs))
+      restored = checkpoint.restore(self.mngr, self._saved(loop), env_like)
     if restored is not None:
       (saved, self.host), data = restored, loop.data
+      if self.pure is not None:
+        saved, (self.env_state, obs) = saved
       loop = saved if self.source.collects else saved._replace(data=data)
     elif self.init_from:               # a new run from another run's networks
       state, notes = transplant(loop.agent, read_checkpoint(self.init_from)[0], self.init_from,
@@ -116,9 +129,16 @@ class Driver:
       self.host.pop('action', None)
       return loop, self.blank['obs'].reshape(-1, self.agent.spec.obs_dim), self.blank['action']
     if 'action' not in self.host:      # a new run: reset the envs and choose the first actions
-      obs, _ = self.vec.reset()
+      if self.pure is not None:
+        self.env_state, obs = self.pure.reset(pure_env.keys(self.seeds, self.n_envs))
+        obs = obs.reshape(-1, self.agent.spec.obs_dim)
+      else:
+        obs, _ = self.vec.reset()
       loop, action, _ = step(loop, self.blank, np.bool_(False), self._shape(obs))
       return loop, obs, action
+    if self.pure is not None:          # resumed: the saved envs continue where they were
+      return loop, obs.reshape(-1, self.agent.spec.obs_dim), np.asarray(
+          self.host.pop('action'), np.float32)
     obs, fresh = self._replay(loop)    # resumed: bring the envs back to this frame
     action = np.asarray(self.host.pop('action'), np.float32)   # the saved run's choice for obs
     for i in fresh:
@@ -143,24 +163,38 @@ class Driver:
                                       stored, N)
 
   def env_step(self, action, frame: int, returns: np.ndarray):
-    """Step every env; returns (transition [S, N, ...], next observations [S·N, O])."""
+    """Step every env; returns (transition [S·N, ...], next observations [S·N, O])."""
+    if self.pure is not None:
+      shape = np.shape(action)[:2] + (self.agent.spec.act_dim,)
+      self.env_state, transition, next_obs = self.pure.step(self.env_state,
+                                                            np.reshape(action, shape))
+      reward, done = pure_env.episode_columns(jax.tree_util.tree_map(lambda x: x[None],
+                                                                     transition))
+      self._episodes(frame, reward[0], done[0], returns)
+      flat = lambda x: x.reshape((-1,) + x.shape[2:])
+      return ({k: flat(v) for k, v in transition.items()},
+              next_obs.reshape(-1, self.agent.spec.obs_dim))
     f32 = np.float32
     a = action.reshape(len(self.vec.envs), -1)
     # the env gets the action in its box; the source keeps the policy's own (an unsquashed
     # Gaussian's log-prob is of the unclipped sample)
     next_obs, reward, terminated, truncated, info = self.vec.step(np.clip(a, -1.0, 1.0))
     done = terminated | truncated
-    returns += reward
     transition = {'obs': None, 'action': a, 'reward': reward.astype(f32),
                   'next_obs': vector_env.transition_next_obs(next_obs, done, info),
                   'terminated': terminated.astype(f32), 'truncated': truncated.astype(f32)}
+    self._episodes(frame, reward, done, returns)
+    return transition, next_obs
+
+  def _episodes(self, frame: int, reward, done, returns):
+    """The host's episode bookkeeping after one vector step of the envs ([S·N] each)."""
+    returns += reward
     for i in np.flatnonzero(done):
       j = i // self.n_envs
       self.host['episodes'][j] += 1
       self.host['last_return'][j] = float(returns[i])
       self.host['episode_start'][i] = frame // self.n_envs
       returns[i] = 0.0
-    return transition, next_obs
 
   def _host_step(self, action):
     """A fused block's env step, called from inside the program in frame order."""
@@ -185,8 +219,12 @@ class Driver:
   def run_block(self, loop, obs, action, frame: int, returns):
     """cfg.fused_frames frames in one call: (loop, obs [S·N, O], action, metrics)."""
     self.host_frame, self.host_returns = frame, returns
-    loop, _, obs, action, metrics = self.programs.block.result()(
-        loop, (), self._shape(obs), action)
+    loop, self.env_state, obs, action, metrics, episodes = self.programs.block.result()(
+        loop, self.env_state, self._shape(obs), action)
+    if self.pure is not None:          # the envs stepped on the device: book their episodes
+      for k, (reward, done) in enumerate(zip(*pure_env.episode_columns(episodes))):
+        self._episodes(frame + (k + 1) * self.n_envs, reward, done, returns)
+      return loop, obs.reshape(-1, self.agent.spec.obs_dim), action, metrics
     return loop, np.asarray(obs).reshape(-1, self.agent.spec.obs_dim), action, metrics
 
   def log(self, frame: int, pending, fps: float):
@@ -203,9 +241,12 @@ class Driver:
       log.write('train', frame, stats)
 
   def evaluate(self, frame: int, agent_state):
-    returns = evaluate(self.programs.act_eval.result(), agent_state, self.eval_envs,
-                       self.cfg.eval_episodes,
-                       [vector_env.reset_seed(s + 777, frame) for s in self.seeds])
+    if self.pure is not None:          # one program: every seed's episodes step together
+      returns = np.asarray(self.pure.evaluate(agent_state, pure_env.eval_keys(self.seeds, frame)))
+    else:
+      returns = evaluate(self.programs.act_eval.result(), agent_state, self.eval_envs,
+                         self.cfg.eval_episodes,
+                         [vector_env.reset_seed(s + 777, frame) for s in self.seeds])
     self.host['eval_return'] = [float(r.mean()) for r in returns]
     for log, r in zip(self.logs, returns):
       row = {'return_mean': r.mean(), 'return_std': r.std()}
@@ -219,14 +260,15 @@ class Driver:
     its source on resume, never copied into every checkpoint)."""
     return loop if self.source.collects else loop._replace(data=())
 
-  def save(self, frame: int, loop, returns, action):
+  def save(self, frame: int, loop, returns, action, obs):
     if not checkpoint.is_finite(loop.agent):
       raise TrainingDiverged(f"training diverged before frame {frame}: parameters became "
                              f"non-finite; {_kept(self.run_dir, self.cfg)}")
     # with the next actions, so a resumed run draws no new key
     checkpoint.save(self.mngr, frame, self._saved(loop),
                     {**self.host, 'episode_return': returns.tolist(),
-                     'action': np.asarray(action).tolist()})
+                     'action': np.asarray(action).tolist()},
+                    None if self.pure is None else (self.env_state, self._shape(obs)))
 
   def close(self):
     for log in getattr(self, 'logs', []):
@@ -301,7 +343,7 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
     else:                           # offline: no training episodes
       bar.set_postfix(eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
     if save:
-      d.save(frame, loop, returns, action)
+      d.save(frame, loop, returns, action, obs)
       interrupts.check()            # Ctrl-C: stop now that this frame is saved
   interrupts.check()
   return frame

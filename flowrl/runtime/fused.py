@@ -2,7 +2,10 @@
 so the host calls one program per block of frames instead of one per frame.
 
   block(loop, env_state, obs [S, N, O], action [S, N, A])
-      -> (loop, env_state, obs, action, metrics {name: [S, K·n, ...]})
+      -> (loop, env_state, obs, action, metrics {name: [S, K·n, ...]},
+          episodes {reward, terminated, truncated: [K, S, N]})
+
+(`episodes` is what the host's episode bookkeeping needs where the envs stepped on the device.)
 
 Each frame is the driver's own frame step (`flowrl.compose.step.make_frame_step`, batched over
 seeds), so a block computes what K calls of it would. Where the envs step is the backend's:
@@ -36,12 +39,13 @@ def fused_block(step_fn: Callable, env_step: Callable, frames: int) -> Callable:
       loop, env_state, obs, action = carry
       env_state, transition, next_obs = env_step(env_state, action)
       loop, action, metrics = step_fn(loop, {**transition, 'obs': obs}, jnp.bool_(True), next_obs)
-      return (loop, env_state, next_obs, action), metrics
+      episodes = {k: transition[k] for k in ('reward', 'terminated', 'truncated')}
+      return (loop, env_state, next_obs, action), (metrics, episodes)
 
-    (loop, env_state, obs, action), metrics = jax.lax.scan(
+    (loop, env_state, obs, action), (metrics, episodes) = jax.lax.scan(
         frame, (loop, env_state, obs, action), None, length=frames)
     per_seed = lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
-    return loop, env_state, obs, action, jax.tree_util.tree_map(per_seed, metrics)
+    return loop, env_state, obs, action, jax.tree_util.tree_map(per_seed, metrics), episodes
 
   return block
 

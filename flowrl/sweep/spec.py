@@ -20,6 +20,10 @@ SUITES: Dict[str, Tuple[str, ...]] = {
     'gym-locomotion': ('Hopper-v5', 'Walker2d-v5', 'HalfCheetah-v5', 'Ant-v5', 'Humanoid-v5'),
     'dmc': ('dmc:cheetah-run', 'dmc:walker-walk', 'dmc:walker-run', 'dmc:hopper-hop',
             'dmc:quadruped-run', 'dmc:finger-spin', 'dmc:reacher-hard', 'dmc:humanoid-walk'),
+    # MuJoCo Playground's ports of the DMC tasks above (pure JAX; no quadruped port exists)
+    'playground-dmc': ('playground:CheetahRun', 'playground:WalkerWalk', 'playground:WalkerRun',
+                       'playground:HopperHop', 'playground:FingerSpin', 'playground:ReacherHard',
+                       'playground:HumanoidWalk'),
     'classic': ('Pendulum-v1', 'InvertedPendulum-v5'),   # fast tasks for smoke tests
     # Isaac Lab (a GPU machine with Isaac Lab; docs/isaaclab.md): flow-rl's task list, 2.x ids
     'isaaclab': ('isaac:Isaac-Ant-v0', 'isaac:Isaac-Humanoid-v0', 'isaac:Isaac-Cartpole-v0',
