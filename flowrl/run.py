@@ -228,7 +228,7 @@ def build(seed_override=None):
     raise
   except Exception as e:
     raise ConfigError(f'invalid configuration: {_one_sentence(e)}') from None
-  spec = EnvSpec(*env_spec(env_name))
+  spec = EnvSpec(*env_spec(env_name, cfg.envs_per_seed))
   agent = compile_method(m, spec, cfg.source)
   gin.finalize()
   return agent, cfg, env_name

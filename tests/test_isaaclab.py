@@ -95,3 +95,47 @@ def test_the_final_observation_comes_from_extras_and_without_it_time_outs_termin
   from flowrl.envs.isaaclab import IsaacLabAdapter
   with pytest.raises(ConfigError, match="compute_final_obs = True"):
     IsaacLabAdapter(fake, final_obs='extras', torch=torch).step(a)
+
+
+def test_flowrl_runs_ppo_on_an_isaac_task_and_resumes_with_new_episodes(torch, tmp_path,
+                                                                        monkeypatch, capsys):
+  """`flowrl.run`'s path for `isaac:<task>` with the fake env in Isaac Lab's place: the env is
+  made once with train.envs_per_seed envs, PPO trains on its batch through the adapter, training
+  episodes are logged, there is no evaluation, and a resumed run starts new episodes."""
+  import csv
+  import os
+  from flowrl import run as cli
+  from flowrl.envs import isaaclab
+  from flowrl.runtime.driver import run
+  from tests.fake_isaaclab import FakeIsaacLabEnv
+  from tests.test_gin_files import TINY
+  made = []
+
+  def make(task, num_envs, seed=0, device='cuda:0'):
+    made.append((task, num_envs))
+    return isaaclab.IsaacLabAdapter(FakeIsaacLabEnv(num_envs=num_envs, max_episode_length=8),
+                                    torch=torch)
+
+  monkeypatch.setattr(isaaclab, 'make_isaaclab', make)
+  monkeypatch.setattr(isaaclab, 'require_isaaclab', lambda: torch)
+  monkeypatch.setattr(isaaclab, '_MADE', {})
+  binds = TINY + ['env.name="isaac:Isaac-Ant-v0"', 'train.envs_per_seed=4',
+                  'rollout_source.steps=16', 'rollout_source.minibatches=2',
+                  'rollout_source.epochs=1', 'train.log_every=64', 'train.checkpoint_every=128',
+                  'train.eval_every=128']
+  cli.parse_config(['gin/ppo.gin'], binds + ['train.total_frames=256'])
+  agent, cfg, env = cli.build()
+  assert (agent.spec.obs_dim, agent.spec.act_dim) == (3, 2) and made == [('Isaac-Ant-v0', 4)]
+  summary = run(agent, cfg, env, str(tmp_path), progress=False)
+  rows = list(csv.DictReader(open(tmp_path / 'train.csv')))
+  assert summary['frames'] == 256 and [r['frame'] for r in rows] == ['64', '128', '192', '256']
+  returns = [float(r['episode_return']) for r in rows]
+  assert all(-8.0 <= r <= 0.0 for r in returns)       # 8-step episodes of reward −|position|
+  assert float(rows[-1]['updates']) > 0 and not os.path.exists(tmp_path / 'eval.csv')
+  assert 'no evaluation episodes' in capsys.readouterr().err
+  summary = run(agent, cfg._replace(total_frames=384), env, str(tmp_path), resume=True,
+                progress=False)
+  assert summary['frames'] == 384 and made == [('Isaac-Ant-v0', 4)]   # made once per process
+  assert 'start new episodes' in capsys.readouterr().err
+  with pytest.raises(ConfigError, match='trains one seed'):
+    run(agent, cfg, env, str(tmp_path / 'seeds'), seeds=[0, 1], progress=False)

@@ -18,6 +18,7 @@ observations and actions never leave the device and are never copied:
 import sys
 from typing import NamedTuple, Optional
 
+import gin
 import jax
 
 from flowrl.errors import ConfigError
@@ -102,6 +103,25 @@ class IsaacLabAdapter:
       self._warned = True
     done = self._fresh(self.torch.logical_or(terminated, time_outs))
     return IsaacStep(now, now, self._fresh(reward), done, jax.numpy.zeros_like(done))
+
+
+_MADE = {}
+
+
+@gin.configurable('isaaclab', module='flowrl')
+def isaaclab_env(name: str, num_envs: int, device: str = 'cuda:0') -> 'IsaacLabAdapter':
+  """The Isaac Lab env of `flowrl.run` for `isaac:<task>`, made once per process (one Isaac Sim
+  app per process) with num_envs = train.envs_per_seed, on `device`."""
+  if not name.startswith(PREFIX):
+    raise ConfigError(f'{name!r} is not an Isaac Lab task name ({PREFIX}<task id>).')
+  require_isaaclab()
+  key = (name, num_envs)
+  if key not in _MADE:
+    if _MADE:
+      raise ConfigError(f'{name!r} with {num_envs} envs: this process already made '
+                        f'{list(_MADE)[0]}, and Isaac Sim runs one app per process.')
+    _MADE[key] = make_isaaclab(name[len(PREFIX):], num_envs, device=device)
+  return _MADE[key]
 
 
 def make_isaaclab(task: str, num_envs: int = 4096, seed: int = 0, device: str = 'cuda:0'):

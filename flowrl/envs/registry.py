@@ -73,8 +73,13 @@ def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
   return pendulum()
 
 
-def env_spec(name: str):
-  """(observation size, action size) of the env `name`, or its one-sentence ConfigError."""
+def env_spec(name: str, envs: int = 1):
+  """(observation size, action size) of the env `name`, or its one-sentence ConfigError. An
+  Isaac Lab task is made here, once per process, with `envs` envs."""
+  if name.startswith('isaac:'):
+    from flowrl.envs.isaaclab import isaaclab_env
+    e = isaaclab_env(name, envs)
+    return e.obs_dim, e.act_dim
   if is_pure(name):
     e = make_jax_env(name)
     return e.obs_dim, e.act_dim
@@ -92,8 +97,9 @@ def make_env(name: str, seed: int = 0) -> gym.Env:
   if name.startswith('isaac:'):
     from flowrl.envs.isaaclab import require_isaaclab
     require_isaaclab()
-    raise ConfigError(f'{name!r}: flowrl.run does not drive Isaac Lab envs yet; wrap the env your '
-                      f'own code made with flowrl.envs.isaaclab.IsaacLabAdapter (docs/isaaclab.md).')
+    raise ConfigError(f'{name!r}: an Isaac Lab env is a batch of envs on its GPU, made once per '
+                      f'process by the run (flowrl.envs.isaaclab.isaaclab_env), not one '
+                      f'gymnasium env.')
   if name.startswith('dmc:'):
     if name not in _dmc_tasks():
       raise ConfigError(f"unknown environment {name!r};{_did_you_mean(name, _dmc_tasks())} "

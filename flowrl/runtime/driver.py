@@ -12,6 +12,7 @@ import time
 from typing import Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -21,6 +22,7 @@ from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_
 from flowrl.data.base import DataSource
 from flowrl.data.offline import normalized_score
 from flowrl.envs import is_pure, make_env, make_jax_env
+from flowrl.errors import ConfigError
 from flowrl.runtime import checkpoint, fused, pure_env, vector_env
 from flowrl.runtime.compile import compile_loop
 from flowrl.runtime.evaluate import evaluate
@@ -88,6 +90,8 @@ class Driver:
     self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,
                                  host_step=self._host_step if fusing else None, jax_env=jax_env)
     self.pure = self.programs.pure
+    if env_name.startswith('isaac:'):   # a batch of envs on its GPU, stepped between programs
+      self.pure = _isaac_env(env_name, self.seeds, envs)
     host_envs = self.source.collects and self.pure is None
     self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
                 if host_envs else None)      # offline: evaluation envs only
@@ -100,6 +104,11 @@ class Driver:
     self.host = {'episodes': [0] * S, 'last_return': [nan] * S, 'eval_return': [nan] * S,
                  'episode_start': [0] * (S * N), 'episode_return': [0.0] * (S * N)}
 
+  @property
+  def resumable_envs(self) -> bool:
+    """Whether the envs' state is checkpointed (a pure-JAX env's is; Isaac Lab's cannot be)."""
+    return self.pure is not None and self.pure.env is not None
+
   def _shape(self, x):
     """[S·N, ...] host arrays of the vector env -> [S, N, ...]."""
     return x.reshape((len(self.seeds), self.n_envs) + x.shape[1:])
@@ -111,12 +120,12 @@ class Driver:
     restored = None
     if resume:
       env_like = None
-      if self.pure is not None:     # the envs' state and observations, as a new run's
+      if self.resumable_envs:       # the envs' state and observations, as a new run's
         env_like = jax.eval_shape(self.pure.reset, pure_env.keys(self.seeds, self.n_envs))
       restored = checkpoint.restore(self.mngr, self._saved(loop), env_like)
     if restored is not None:
       (saved, self.host), data = restored, loop.data
-      if self.pure is not None:
+      if self.resumable_envs:
         saved, (self.env_state, obs) = saved
       loop = saved if self.source.collects else saved._replace(data=data)
     elif self.init_from:               # a new run from another run's networks
@@ -128,6 +137,11 @@ class Driver:
     if not self.source.collects:
       self.host.pop('action', None)
       return loop, self.blank['obs'].reshape(-1, self.agent.spec.obs_dim), self.blank['action']
+    if self.pure is not None and not self.resumable_envs and 'action' in self.host:
+      print('flowrl: an Isaac Lab run resumes its networks and data, and its envs start new '
+            'episodes (GPU physics cannot be replayed).', file=sys.stderr)
+      self.host.pop('action')
+      self.host['episode_return'] = [0.0] * len(self.host['episode_return'])
     if 'action' not in self.host:      # a new run: reset the envs and choose the first actions
       if self.pure is not None:
         self.env_state, obs = self.pure.reset(pure_env.keys(self.seeds, self.n_envs))
@@ -165,9 +179,7 @@ class Driver:
   def env_step(self, action, frame: int, returns: np.ndarray):
     """Step every env; returns (transition [S·N, ...], next observations [S·N, O])."""
     if self.pure is not None:
-      shape = np.shape(action)[:2] + (self.agent.spec.act_dim,)
-      self.env_state, transition, next_obs = self.pure.step(self.env_state,
-                                                            np.reshape(action, shape))
+      self.env_state, transition, next_obs = self.pure.step(self.env_state, jnp.asarray(action))
       reward, done = pure_env.episode_columns(jax.tree_util.tree_map(lambda x: x[None],
                                                                      transition))
       self._episodes(frame, reward[0], done[0], returns)
@@ -241,6 +253,8 @@ class Driver:
       log.write('train', frame, stats)
 
   def evaluate(self, frame: int, agent_state):
+    if self.pure is not None and self.pure.evaluate is None:
+      return                           # Isaac Lab: no second env; the training episodes are the log
     if self.pure is not None:          # one program: every seed's episodes step together
       returns = np.asarray(self.pure.evaluate(agent_state, pure_env.eval_keys(self.seeds, frame)))
     else:
@@ -268,7 +282,7 @@ class Driver:
     checkpoint.save(self.mngr, frame, self._saved(loop),
                     {**self.host, 'episode_return': returns.tolist(),
                      'action': np.asarray(action).tolist()},
-                    None if self.pure is None else (self.env_state, self._shape(obs)))
+                    (self.env_state, self._shape(obs)) if self.resumable_envs else None)
 
   def close(self):
     for log in getattr(self, 'logs', []):
@@ -276,6 +290,16 @@ class Driver:
     self.mngr.close()
     if self.vec is not None:
       self.vec.close()
+
+
+def _isaac_env(name: str, seeds, envs: int):
+  from flowrl.envs.isaaclab import isaaclab_env
+  if len(seeds) != 1:
+    raise ConfigError(f'an Isaac Lab run trains one seed (Isaac Sim runs one app per process), '
+                      f'not {len(seeds)}: run each seed as its own run.')
+  print('flowrl: Isaac Lab runs have no evaluation episodes (one app per process leaves no env '
+        'to evaluate on); train.csv logs the training episodes.', file=sys.stderr)
+  return pure_env.isaac_env(isaaclab_env(name, envs), seeds[0])
 
 
 class _Timing:
@@ -305,7 +329,8 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
     else:
       frame += N
       if d.source.collects:
-        transition, next_obs = d.env_step(np.asarray(action), frame, returns)
+        transition, next_obs = d.env_step(
+            action if d.pure is not None else np.asarray(action), frame, returns)
         transition['obs'] = obs
         obs = next_obs
       else:                         # offline: a step is an update burst on the dataset

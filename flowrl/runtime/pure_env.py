@@ -82,3 +82,24 @@ def episode_columns(transitions) -> tuple:
   host = jax.device_get({k: transitions[k] for k in ('reward', 'terminated', 'truncated')})
   flat = lambda x: np.asarray(x).reshape(x.shape[0], -1)
   return flat(host['reward']), flat(host['terminated'] + host['truncated']) > 0
+
+
+def isaac_env(adapter, seed: int) -> PureEnv:
+  """An Isaac Lab env (`flowrl.envs.isaaclab.IsaacLabAdapter`: one seed, its num_envs envs, with
+  their own same-step autoreset) on the same device path: observations, actions and transitions
+  stay JAX arrays on its device, and only reward and done reach the host for the episode log.
+  It is not JAX, so it steps between the programs (no fused blocks); one Isaac Sim app per
+  process leaves no env to evaluate on (`evaluate` is None: the training episodes are the log),
+  and its GPU physics cannot be replayed, so a resumed run starts new episodes (`env` is None)."""
+
+  def reset(_keys):
+    return (), adapter.reset(seed=seed)[None]
+
+  def step(env_state, action):
+    out = adapter.step(jnp.clip(action[0], -1.0, 1.0))
+    lead = lambda x: x[None]
+    return env_state, {'action': action, 'reward': lead(out.reward),
+                       'next_obs': lead(out.final_obs), 'terminated': lead(out.terminated),
+                       'truncated': lead(out.truncated)}, lead(out.obs)
+
+  return PureEnv(None, reset, step, None)
