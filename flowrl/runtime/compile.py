@@ -31,7 +31,8 @@ class Deferred:
 class CompiledLoop(NamedTuple):
   init: Future             # of () -> LoopState
   step: Future             # of the frame step, compiled for this run's shapes (donates its loop)
-  act_eval: Deferred       # (TrainState, obs [S, 1, O], keys [S]) -> actions, deterministic
+  act_eval: Deferred       # (TrainState, obs [S, 1, O], keys [S]) -> actions, deterministic;
+                           # with a pure env, its whole evaluation (TrainState, keys [S]) -> [S, E]
   periodic: Optional[Future] = None   # of (loop) -> loop (donates its loop)
   block: Optional[Deferred] = None    # the fused block of `flowrl.runtime.fused` (donates its loop)
   pure: Optional[pure_env.PureEnv] = None   # a pure-JAX env's reset, step and evaluation
@@ -90,5 +91,8 @@ def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1,
                        donate_argnums=(0, 1))
     action = jnp.zeros(next_obs.shape[:2] + (agent.spec.act_dim,), jnp.float32)
     block = Deferred(lambda: block_fn.lower(abstract, env_state, next_obs, action).compile())
-  return CompiledLoop(init_f, step_f, Deferred(
-      lambda: act_eval.lower(abstract.agent, eval_obs, keys).compile()), periodic_f, block, pure)
+  if pure is not None:
+    evaluation = Deferred(lambda: pure.evaluate.lower(abstract.agent, keys).compile())
+  else:
+    evaluation = Deferred(lambda: act_eval.lower(abstract.agent, eval_obs, keys).compile())
+  return CompiledLoop(init_f, step_f, evaluation, periodic_f, block, pure)

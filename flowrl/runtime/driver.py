@@ -107,7 +107,7 @@ class Driver:
   @property
   def resumable_envs(self) -> bool:
     """Whether the envs' state is checkpointed (a pure-JAX env's is; Isaac Lab's cannot be)."""
-    return self.pure is not None and self.pure.env is not None
+    return self.pure is not None and self.pure.env is not None and self.source.collects
 
   def _shape(self, x):
     """[S·N, ...] host arrays of the vector env -> [S, N, ...]."""
@@ -256,7 +256,8 @@ class Driver:
     if self.pure is not None and self.pure.evaluate is None:
       return                           # Isaac Lab: no second env; the training episodes are the log
     if self.pure is not None:          # one program: every seed's episodes step together
-      returns = np.asarray(self.pure.evaluate(agent_state, pure_env.eval_keys(self.seeds, frame)))
+      returns = np.asarray(self.programs.act_eval.result()(
+          agent_state, pure_env.eval_keys(self.seeds, frame)))
     else:
       returns = evaluate(self.programs.act_eval.result(), agent_state, self.eval_envs,
                          self.cfg.eval_episodes,
