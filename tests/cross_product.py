@@ -87,10 +87,37 @@ def combinations() -> List[Tuple[str, ...]]:
   return list(itertools.product(*[sorted(REGISTRY[a]) for a in AXES[:-1]], sources))
 
 
-def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
+def features(combo: Tuple[str, ...]) -> set:
+  """What a run of `combo` exercises: every pair of choices on two axes, and the choice of
+  policy × sampler × signal together (the chain a signal differentiates or scores through)."""
+  pairs = {(i, combo[i], j, combo[j]) for i, j in itertools.combinations(range(len(combo)), 2)}
+  return pairs | {('policy×sampler×signal',) + tuple(combo[:3])}
+
+
+def covering(accepted: List[Tuple[str, ...]]) -> List[Tuple[str, ...]]:
+  """A small subset of `accepted` with every feature that any of them has (greedy set cover,
+  lazily re-scored; deterministic for a given order)."""
+  import heapq
+  feats = [features(c) for c in accepted]
+  uncovered = set().union(*feats) if feats else set()
+  heap = [(-len(f), i) for i, f in enumerate(feats)]
+  heapq.heapify(heap)
+  chosen = []
+  while uncovered:
+    neg, i = heapq.heappop(heap)
+    gain = len(feats[i] & uncovered)
+    if gain == -neg:
+      chosen.append(accepted[i])
+      uncovered -= feats[i]
+    elif gain:
+      heapq.heappush(heap, (-gain, i))
+  return chosen
+
+
+def check(combos: List[Tuple[str, ...]], run: bool = True) -> Dict[str, list]:
   """For each combination: rejected -> the ConfigError is one sentence naming two axes;
-  accepted -> the update traces as jit would (every branch) and one update runs, with finite
-  metrics and parameters."""
+  accepted -> with `run`, the update traces as jit would (every branch) and one update runs, with
+  finite metrics and parameters."""
   os.environ.setdefault('MUJOCO_GL', 'egl')
   import flowrl.run  # noqa: F401  (the CLI's XLA settings)
   import gin
@@ -146,6 +173,9 @@ def check(combos: List[Tuple[str, ...]]) -> Dict[str, list]:
       continue
     except Exception as e:  # noqa: BLE001  (any other exception is the failure we look for)
       out['failures'].append((combo, f'build raised {type(e).__name__}: {e}'))
+      continue
+    if not run:
+      out['accepted'].append(combo)
       continue
     try:
       state = agent.init(jax.random.PRNGKey(0))
