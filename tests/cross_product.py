@@ -134,6 +134,19 @@ def check(combos: List[Tuple[str, ...]], run: bool = True) -> Dict[str, list]:
 
   gin.clear_config()
   gin.parse_config(TINY)
+  # A rejection lists the other primitives that would work, building each one to ask; with this
+  # worker's gin config fixed, that list is the same for every combination, so it is built once.
+  import importlib
+  method_module = importlib.import_module('flowrl.compose.method')
+  providers = getattr(check, 'providers', method_module._providers)
+  check.providers, listed = providers, {}
+
+  def listed_once(axis, cap, spec):
+    if (axis, cap) not in listed:
+      listed[axis, cap] = providers(axis, cap, spec)
+    return listed[axis, cap]
+
+  method_module._providers = listed_once
   spec = EnvSpec(OBS, ACT)
   ks = jax.random.split(jax.random.PRNGKey(1), 4)
   act = jax.random.uniform(ks[1], (BATCH, ACT), minval=-1, maxval=1)
