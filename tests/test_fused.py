@@ -222,11 +222,12 @@ def test_a_pure_env_name_that_is_unknown_or_lacks_its_extra_is_one_sentence(monk
     make_env('jax:Pendulum-v1')
 
 
-def test_a_playground_task_resets_steps_and_autoresets_on_a_tiny_scan():
+def test_a_playground_task_resets_steps_and_autoresets_on_a_tiny_scan(tmp_path):
   """MuJoCo Playground's PendulumSwingup (MJX, impl 'jax') in flowrl's autoreset: 5-step
   episodes over a 12-step scan with action_repeat 2. Each step is two physics control steps
   with their rewards summed; truncations at 5 and 10 keep the true final observation, and the
-  next episode starts from reset(fold_in(key, episode))."""
+  next episode starts from reset(fold_in(key, episode)). The env state (an MJX state, with empty
+  arrays that orbax cannot write) survives a checkpoint."""
   pytest.importorskip('mujoco_playground')
   from flowrl.envs.playground import playground_env
   env = playground_env('PendulumSwingup', action_repeat=2, episode_length=10)
@@ -242,9 +243,9 @@ def test_a_playground_task_resets_steps_and_autoresets_on_a_tiny_scan():
     raw, raw_obs = env.reset(jax.random.fold_in(key, 0))
     raw, *once = env.step(raw, actions[0])              # the first step, outside autoreset
     second = [env.reset(jax.random.fold_in(key, e))[1] for e in (1, 2)]
-    return obs, out, once, jnp.stack(second)
+    return obs, out, once, jnp.stack(second), s
 
-  obs, out, once, second = scan(key)
+  obs, out, once, second, state = scan(key)
   np.testing.assert_allclose(out.final_obs[0], once[0], rtol=1e-5, atol=1e-6)
   assert float(out.reward[0]) == pytest.approx(float(once[1]), rel=1e-5)
   assert 0.0 <= float(out.reward.max()) <= 2.0                  # two tolerance rewards in [0, 1]
@@ -253,6 +254,14 @@ def test_a_playground_task_resets_steps_and_autoresets_on_a_tiny_scan():
   for t, e in ((4, 0), (9, 1)):
     np.testing.assert_allclose(out.obs[t], second[e], rtol=1e-6)    # reset by episode index
     assert not np.allclose(out.final_obs[t], out.obs[t])            # the final obs is kept
+  from flowrl.runtime import checkpoint
+  assert any(x.size == 0 for x in jax.tree_util.tree_leaves(state))
+  mngr = checkpoint.manager(str(tmp_path))
+  checkpoint.save(mngr, 12, {'frame': jnp.int32(12)}, {}, env=(state, out.obs[-1]))
+  (_, (back, back_obs)), _ = checkpoint.restore(mngr, {'frame': jnp.int32(0)}, (state, obs))
+  mngr.close()
+  jax.tree_util.tree_map(np.testing.assert_array_equal, back, state)
+  np.testing.assert_array_equal(back_obs, out.obs[-1])
 
 
 def test_a_fused_rollout_run_gives_the_per_frame_loops_numbers(tmp_path, monkeypatch):

@@ -45,8 +45,8 @@ def save(mngr, frame: int, loop, host: dict, env=None) -> None:
   ocp = _ocp()
   host = {**host, 'layout': layout(loop)}
   items = dict(loop=ocp.args.StandardSave(loop), host=ocp.args.JsonSave(host))
-  if env is not None:
-    items['env'] = ocp.args.StandardSave(env)
+  if env is not None:    # orbax cannot write empty arrays (an MJX state has some): leave them out
+    items['env'] = ocp.args.StandardSave([x for x in jax.tree_util.tree_leaves(env) if x.size])
   mngr.save(frame, args=ocp.args.Composite(**items))
   mngr.wait_until_finished()
 
@@ -72,11 +72,16 @@ def restore(mngr, like, env_like=None) -> Optional[Tuple[Any, dict]]:
   abstract = lambda tree: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
   items = dict(loop=ocp.args.StandardRestore(abstract(like)), host=ocp.args.JsonRestore())
   if env_like is not None:
-    items['env'] = ocp.args.StandardRestore(abstract(env_like))
+    like, treedef = jax.tree_util.tree_flatten(env_like)
+    items['env'] = ocp.args.StandardRestore(abstract([x for x in like if x.size]))
   out = mngr.restore(step, args=ocp.args.Composite(**items))
   host = dict(out.host)
   host.pop('layout', None)
-  return ((out.loop, out.env) if env_like is not None else out.loop), host
+  if env_like is None:
+    return out.loop, host
+  saved = iter(out.env)
+  env = [next(saved) if x.size else jnp.zeros(x.shape, x.dtype) for x in like]
+  return (out.loop, jax.tree_util.tree_unflatten(treedef, env)), host
 
 
 def saved_frames(run_dir: str) -> List[int]:
