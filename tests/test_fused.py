@@ -126,6 +126,29 @@ def test_a_block_is_its_frames_one_after_another_with_a_pure_env_over_seeds_and_
   np.testing.assert_allclose(episodes['reward'], np.stack(rewards), rtol=1e-5)   # [K, S, N]
 
 
+
+def test_the_batched_autoreset_resets_only_when_an_env_is_done_and_gives_the_same_numbers():
+  """jax_env_step runs the resets only on steps where some env is done (a cond around the
+  batch); over 12 steps with episodes ending at different steps it equals the per-env
+  autoreset vmapped over [2, 3]."""
+  env = pendulum(max_episode_steps=5)
+  env_step, reset = fused.jax_env_step(env)
+  _, per_env = autoreset(env)
+  keys = jax.random.split(jax.random.PRNGKey(1), 6).reshape(2, 3, 2)
+  batched, _ = reset(keys)
+  single = batched._replace(t=batched.t.at[0, 1].set(2).at[1, 2].set(4))   # staggered ends
+  batched = single
+  actions = jnp.sin(jnp.arange(12.0 * 6)).reshape(12, 2, 3, 1)
+  for a in actions:
+    batched, transition, obs = env_step(batched, a)
+    single, out = jax.vmap(jax.vmap(per_env))(single, a)
+    np.testing.assert_array_equal(obs, out.obs)
+    np.testing.assert_array_equal(transition['next_obs'], out.final_obs)
+    np.testing.assert_array_equal(transition['truncated'], out.truncated)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, batched, single)
+  assert int(single.episode.sum()) > 6        # every env began new episodes along the way
+
+
 def _csv(path):
   with open(path) as f:
     return [{k: v for k, v in row.items() if k != 'frames_per_second'} for row in csv.DictReader(f)]

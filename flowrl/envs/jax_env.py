@@ -46,27 +46,51 @@ class AutoresetStep(NamedTuple):
 def autoreset(env: JaxEnv):
   """(reset(key) -> (EpisodeState, obs), step(EpisodeState, action) -> (EpisodeState,
   AutoresetStep)): same-step autoreset around a pure env, vmappable over envs."""
+  reset, advance, restart = autoreset_parts(env)
+  return reset, lambda s, action: restart(*advance(s, action))
+
+
+def autoreset_parts(env: JaxEnv):
+  """autoreset's step in two halves, (reset, advance, restart): advance(s, action) -> (s, out,
+  done) steps the env and applies the time limit; restart(s, out, done) begins the next episode
+  where done. A batch of envs can run restart only when one of them is done (`batched_step`):
+  a reset can cost far more than a step (dm_control's cheetah settles for 200 physics steps)."""
 
   def reset(key):
     state, obs = env.reset(jax.random.fold_in(key, 0))
     return EpisodeState(state, key, jnp.int32(0), jnp.int32(0)), obs
 
-  def step(s: EpisodeState, action):
+  def advance(s: EpisodeState, action):
     state, obs, reward, terminated, truncated = env.step(s.env, action)
     t = s.t + 1
     if env.max_episode_steps:
       truncated = jnp.logical_or(truncated, t >= env.max_episode_steps)
     terminated = jnp.asarray(terminated, bool)
     truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
-    done = terminated | truncated
+    out = AutoresetStep(obs, obs, jnp.asarray(reward, jnp.float32),
+                        terminated.astype(jnp.float32), truncated.astype(jnp.float32))
+    return s._replace(env=state, t=t), out, terminated | truncated
+
+  def restart(s: EpisodeState, out: AutoresetStep, done):
     fresh_state, fresh_obs = env.reset(jax.random.fold_in(s.key, s.episode + 1))
     pick = lambda new, old: jnp.where(done, new, old)
-    next_s = EpisodeState(jax.tree_util.tree_map(pick, fresh_state, state), s.key,
-                          s.episode + done.astype(jnp.int32), jnp.where(done, 0, t))
-    return next_s, AutoresetStep(pick(fresh_obs, obs), obs, jnp.asarray(reward, jnp.float32),
-                                 terminated.astype(jnp.float32), truncated.astype(jnp.float32))
+    next_s = EpisodeState(jax.tree_util.tree_map(pick, fresh_state, s.env), s.key,
+                          s.episode + done.astype(jnp.int32), jnp.where(done, 0, s.t))
+    return next_s, out._replace(obs=pick(fresh_obs, out.obs))
 
-  return reset, step
+  return reset, advance, restart
+
+
+def batched_step(env: JaxEnv, over):
+  """autoreset's step over a batch of envs (`over` vmaps a per-env function over it), the same
+  numbers, with the resets computed only on steps where some env of the batch is done."""
+  _, advance, restart = autoreset_parts(env)
+
+  def step(s, action):
+    s, out, done = over(advance)(s, action)
+    return jax.lax.cond(done.any(), lambda: over(restart)(s, out, done), lambda: (s, out))
+
+  return step
 
 
 def pendulum(max_episode_steps: int = 200) -> JaxEnv:

@@ -28,9 +28,10 @@ ENV = 0x656E76     # 'env': the env keys' stream, apart from the agent's PRNGKey
 
 
 def keys(seeds, envs: int) -> jax.Array:
-  base = lambda s: jax.random.fold_in(jax.random.PRNGKey(s), ENV)
-  return jnp.stack([jnp.stack([jax.random.fold_in(base(s), e) for e in range(envs)])
-                    for s in seeds])
+  base = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), ENV))
+  per_env = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+  return jax.vmap(per_env, in_axes=(0, None))(base(jnp.asarray(seeds, jnp.int32)),
+                                                 jnp.arange(envs))
 
 
 class PureEnv(NamedTuple):
