@@ -122,7 +122,7 @@ def test_flowrl_runs_ppo_on_an_isaac_task_and_resumes_with_new_episodes(torch, t
   binds = TINY + ['env.name="isaac:Isaac-Ant-v0"', 'train.envs_per_seed=4',
                   'rollout_source.steps=16', 'rollout_source.minibatches=2',
                   'rollout_source.epochs=1', 'train.log_every=64', 'train.checkpoint_every=128',
-                  'train.eval_every=128']
+                  'train.eval_every=128', 'train.fused_frames=32']   # not JAX: not fused
   cli.parse_config(['gin/ppo.gin'], binds + ['train.total_frames=256'])
   agent, cfg, env = cli.build()
   assert (agent.spec.obs_dim, agent.spec.act_dim) == (3, 2) and made == [('Isaac-Ant-v0', 4)]

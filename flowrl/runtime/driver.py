@@ -85,7 +85,8 @@ class Driver:
     jax_env = make_jax_env(env_name) if is_pure(env_name) else None
     self.env_state = ()
     # XLA compiles while the host sets up
-    fusing = bool(cfg.fused_frames) and self.source.collects
+    # (an Isaac Lab env is not JAX and steps between the programs: no fused blocks)
+    fusing = bool(cfg.fused_frames) and self.source.collects and not env_name.startswith('isaac:')
     self.block_frames = max(1, cfg.fused_frames // envs) * envs if fusing else 0
     self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,
                                  host_step=self._host_step if fusing else None, jax_env=jax_env)
