@@ -31,6 +31,10 @@ REQUIRED = [
 # requirement, flowrl uses impl='jax')
 PLAYGROUND = ['mujoco-mjx==3.17.0', 'playground==0.2.0', 'brax==0.14.2', 'warp-lang==1.18.0']
 
+# envpool's C++ env pool for the training envs (`vector_env.backend = "envpool"`): 1.2.5 is the
+# newest with a cp311 wheel; it bundles its own MuJoCo 3.6.0 and about 300 MB of assets wheels
+ENVPOOL = ['envpool==1.2.5']
+
 setup(
     name='flowrl',
     version='0.1.0',
@@ -42,11 +46,12 @@ setup(
         # developers run the Ray backend's test against a loopback head, so dev includes Ray; the
         # tests run on two cores with pytest-xdist; torch (the CPU build on this project's
         # machines) runs the Isaac Lab adapter's tests against a fake env; one test steps a
-        # Playground task
+        # Playground task and one trains PPO on envpool
         'dev': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ray[tune]==2.60.0', 'torch==2.13.0']
-               + PLAYGROUND,
+               + PLAYGROUND + ENVPOOL,
         'ray': ['ray[tune]==2.60.0'],
         'mjx': ['mujoco-mjx==3.17.0'],
         'playground': PLAYGROUND,
+        'envpool': ENVPOOL,
     },
 )

@@ -17,9 +17,12 @@ final evaluation, checkpoint and plot excluded: one-off costs, which in a window
 once made the driver look 0.6× as fast). `ratio` is the median over rounds of ours/per-step;
 rounds alternate which runs first. `env_step_share` is the share of ours' timed window spent
 inside the vector env's `step` (issue 17 asks for envpool only where it is above about 20%).
+With --envpool, ours also runs with `vector_env.backend="envpool"` in each round, and
+`envpool_ratio` is the median of its frames/s over ours' with gymnasium's `SyncVectorEnv`.
 
 Usage: python benchmarks/onpolicy_throughput.py [--method ppo] [--envs 8,16] [--rounds 3]
-                                                [--iterations 6] [--bind B] [--out file.json]
+                                                [--iterations 6] [--bind B] [--envpool]
+                                                [--out file.json]
 """
 import argparse
 import json
@@ -51,16 +54,21 @@ def _build(method: str, envs: int, iterations: int):
 
 
 def _timed_env_steps(calls: list):
-  """Wraps SyncVectorEnv.step so each call's (start, seconds) is appended to `calls`."""
+  """Wraps the vector envs' step so each call's (start, seconds) is appended to `calls`."""
   import gymnasium as gym
-  step = gym.vector.SyncVectorEnv.step
-
-  def timed(self, actions):
-    t = time.time()
-    out = step(self, actions)
-    calls.append((t, time.time() - t))
-    return out
-  gym.vector.SyncVectorEnv.step = timed
+  classes = [gym.vector.SyncVectorEnv]
+  try:
+    from flowrl.envs.envpool_vector import EnvpoolVector
+    classes.append(EnvpoolVector)
+  except ImportError:
+    pass
+  for cls in classes:
+    def timed(self, actions, step=cls.step):
+      t = time.time()
+      out = step(self, actions)
+      calls.append((t, time.time() - t))
+      return out
+    cls.step = timed
 
 
 def ours(method: str, envs: int, iterations: int):
@@ -159,11 +167,15 @@ def main():
   p.add_argument('--iterations', type=int, default=6)
   p.add_argument('--child', default=None)
   p.add_argument('--bind', action='append', default=[], help='a gin binding for both designs')
+  p.add_argument('--envpool', action='store_true',
+                 help='also run ours with vector_env.backend="envpool" (envpool_ratio: over ours)')
   p.add_argument('--out', default=None)
   args = p.parse_args()
   EXTRA.extend(args.bind)
   if args.child:
-    if args.child == 'ours':
+    if args.child.startswith('ours'):
+      if args.child == 'ours_envpool':
+        EXTRA.append('vector_env.backend="envpool"')
       fps, share = ours(args.method, int(args.envs), args.iterations)
       print(json.dumps({'frames_per_s': fps, 'env_step_share': share}))
     else:
@@ -175,10 +187,13 @@ def main():
   for envs in map(int, args.envs.split(',')):
     rounds = []
     for r in range(args.rounds):
-      order = ('ours', 'per_step') if r % 2 == 0 else ('per_step', 'ours')
-      out = {k: _child(k, args.method, envs, args.iterations) for k in order}
+      order = ('ours', 'per_step') + (('ours_envpool',) if args.envpool else ())
+      out = {k: _child(k, args.method, envs, args.iterations)
+             for k in (order if r % 2 == 0 else order[::-1])}
       got = {k: v['frames_per_s'] for k, v in out.items()}
-      got['env_step_share'] = round(out['ours']['env_step_share'], 3)
+      for k in out:
+        if k.startswith('ours'):
+          got[k.replace('ours', 'env_step_share')] = round(out[k]['env_step_share'], 3)
       rounds.append(got)
       print(json.dumps({'envs': envs, 'round': r, **got}), file=sys.stderr, flush=True)
     result['envs'][envs] = {
@@ -187,6 +202,11 @@ def main():
         'ratio': round(statistics.median(x['ours'] / x['per_step'] for x in rounds), 3),
         'env_step_share': statistics.median(x['env_step_share'] for x in rounds),
         'rounds': rounds}
+    if args.envpool:
+      result['envs'][envs].update(
+          envpool_frames_per_s=statistics.median(x['ours_envpool'] for x in rounds),
+          envpool_env_step_share=statistics.median(x['env_step_share_envpool'] for x in rounds),
+          envpool_ratio=round(statistics.median(x['ours_envpool'] / x['ours'] for x in rounds), 3))
   emit(result, args.out, indent=1)
 
 

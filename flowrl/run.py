@@ -142,6 +142,7 @@ def parse_config(gin_files, bindings):
   import flowrl.primitives  # noqa: F401  (registers configurables)
   import flowrl.compose.step  # noqa: F401
   import flowrl.envs  # noqa: F401
+  import flowrl.runtime.vector_env  # noqa: F401  (vector_env.backend)
   from flowrl.errors import ConfigError
   gin.add_config_file_search_path(REPO_ROOT)
   gin.clear_config()
@@ -218,6 +219,7 @@ def build(seed_override=None):
   from flowrl.envs import env, env_spec
   from flowrl.errors import ConfigError
   from flowrl.primitives.base import EnvSpec
+  from flowrl.runtime.vector_env import check_backend, vector_backend
   from flowrl import validation
   try:
     m = method()
@@ -229,6 +231,8 @@ def build(seed_override=None):
   except Exception as e:
     raise ConfigError(f'invalid configuration: {_one_sentence(e)}') from None
   spec = EnvSpec(*env_spec(env_name, cfg.envs_per_seed))
+  if cfg.source is None or cfg.source.env is None:   # a run that steps envs: can its backend?
+    check_backend(vector_backend(), env_name)
   agent = compile_method(m, spec, cfg.source)
   gin.finalize()
   return agent, cfg, env_name

@@ -164,6 +164,10 @@ class Driver:
     return loop, obs, action
 
   def _replay(self, loop):
+    if not getattr(self.vec, 'replayable', True):   # envpool: every env starts a new episode
+      print('flowrl: the envpool backend cannot replay an episode in progress; this resumed run '
+            'continues its networks and data, and its envs start new episodes.', file=sys.stderr)
+      return self.vec.reset()[0], list(range(len(self.seeds) * self.n_envs))
     step, N, hist = int(loop.frame) // self.n_envs, self.n_envs, self.source.history
     seed = lambda i: i // N if self.batched else None
     rows = lambda i, a, b: np.arange(a, b) * N + i % N
@@ -188,7 +192,7 @@ class Driver:
       return ({k: flat(v) for k, v in transition.items()},
               next_obs.reshape(-1, self.agent.spec.obs_dim))
     f32 = np.float32
-    a = action.reshape(len(self.vec.envs), -1)
+    a = action.reshape(len(self.seeds) * self.n_envs, -1)
     # the env gets the action in its box; the source keeps the policy's own (an unsquashed
     # Gaussian's log-prob is of the unclipped sample)
     next_obs, reward, terminated, truncated, info = self.vec.step(np.clip(a, -1.0, 1.0))

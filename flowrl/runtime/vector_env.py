@@ -10,8 +10,13 @@ dm_control step deterministically), then continues exactly as an uninterrupted r
 import warnings
 from typing import Callable, List, Sequence
 
+import gin
 import gymnasium as gym
 import numpy as np
+
+from flowrl.errors import ConfigError
+
+BACKENDS = ('gymnasium', 'envpool')
 
 
 def reset_seed(base: int, step: int) -> int:
@@ -40,8 +45,30 @@ class SeededResets(gym.Wrapper):
                           options=options)
 
 
+@gin.configurable('vector_env', module='flowrl')
+def vector_backend(backend: str = 'gymnasium') -> str:
+  """What steps a run's training envs on the host: "gymnasium" (a `SyncVectorEnv`) or
+  "envpool" (`flowrl.envs.envpool_vector`, the envpool extra: faster stepping, episodes that a
+  resume cannot replay)."""
+  return backend
+
+
+def check_backend(backend: str, env_name: str = '') -> str:
+  """`backend`, or a one-sentence ConfigError if it is unknown or cannot step `env_name`."""
+  if backend not in BACKENDS:
+    raise ConfigError(f'unknown vector_env.backend {backend!r}; the backends are '
+                      f'{", ".join(map(repr, BACKENDS))}.')
+  if backend == 'envpool' and env_name:
+    from flowrl.envs.envpool_vector import envpool_task
+    envpool_task(env_name)
+  return backend
+
+
 def make_vector_env(make_env: Callable, name: str, seeds: Sequence[int], envs: int):
-  """S·N envs, seed-major (env i = seed i // N, env e = i % N)."""
+  """S·N envs, seed-major (env i = seed i // N, env e = i % N), on `vector_backend()`."""
+  if check_backend(vector_backend()) == 'envpool':
+    from flowrl.envs.envpool_vector import EnvpoolVector
+    return EnvpoolVector(name, seeds, envs)
   fns = [lambda s=s, e=e: SeededResets(make_env(name, base_seed(s, e)), base_seed(s, e))
          for s in seeds for e in range(envs)]
   return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
