@@ -21,9 +21,9 @@ from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_
                                 runs_periodic)
 from flowrl.data.base import DataSource
 from flowrl.data.offline import normalized_score
-from flowrl.envs import is_pure, make_env, make_jax_env
+from flowrl.envs import is_pure, isaaclab, make_env, make_jax_env
 from flowrl.errors import ConfigError
-from flowrl.runtime import checkpoint, fused, pure_env, vector_env
+from flowrl.runtime import allocator, checkpoint, fused, pure_env, vector_env
 from flowrl.runtime.compile import compile_loop
 from flowrl.runtime.evaluate import evaluate
 from flowrl.runtime.init_from import read_checkpoint, transplant
@@ -86,12 +86,13 @@ class Driver:
     self.env_state = ()
     # XLA compiles while the host sets up
     # (an Isaac Lab env is not JAX and steps between the programs: no fused blocks)
-    fusing = bool(cfg.fused_frames) and self.source.collects and not env_name.startswith('isaac:')
+    isaac = env_name.startswith(isaaclab.PREFIX)
+    fusing = bool(cfg.fused_frames) and self.source.collects and not isaac
     self.block_frames = max(1, cfg.fused_frames // envs) * envs if fusing else 0
     self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,
                                  host_step=self._host_step if fusing else None, jax_env=jax_env)
     self.pure = self.programs.pure
-    if env_name.startswith('isaac:'):   # a batch of envs on its GPU, stepped between programs
+    if isaac:                          # a batch of envs on its GPU, stepped between programs
       self.pure = _isaac_env(env_name, self.seeds, envs)
     host_envs = self.source.collects and self.pure is None
     self.vec = (vector_env.make_vector_env(make_env, env_name, self.seeds, envs)
@@ -120,9 +121,8 @@ class Driver:
     loop = self.programs.init.result()()
     restored = None
     if resume:
-      env_like = None
-      if self.resumable_envs:       # the envs' state and observations, as a new run's
-        env_like = jax.eval_shape(self.pure.reset, pure_env.keys(self.seeds, self.n_envs))
+      # the envs' state and observations, as a new run's
+      env_like = self.pure.reset_like if self.resumable_envs else None
       restored = checkpoint.restore(self.mngr, self._saved(loop), env_like)
     if restored is not None:
       (saved, self.host), data = restored, loop.data
@@ -391,6 +391,7 @@ def run(agent: Agent, cfg: TrainConfig, env_name: str, run_dir: str, resume: boo
   each seed steps cfg.envs_per_seed envs. `init_from`: a run folder whose networks start this
   run where it has no checkpoint of its own (`flowrl.runtime.init_from`)."""
   t_start = time.time()
+  allocator.keep_freed_memory()     # updates reuse freed temporaries: no page faults per call
   d = Driver(agent, cfg, env_name, run_dir, seeds if seeds is not None else [cfg.seed],
              seeds is not None, source, cfg.envs_per_seed, init_from)
   try:
