@@ -60,7 +60,8 @@ def test_finished_envs_reset_in_the_same_step_and_keep_their_final_observation()
     action = np.full((4, 1), 0.5)
     obs, reward, term, trunc, info = v.step(action)
     assert obs.dtype == np.float32 and obs.shape == (4, 3)
-    np.testing.assert_allclose(reward, 1.0)    # 0.5 in [−1, 1] is 1.0 in [−2, 2]: no reward-0 steps
+    # 0.5 in [−1, 1] is 1.0 in [−2, 2], and no step is a reward-0 reset step
+    np.testing.assert_allclose(reward, 1.0)
     for i, length in enumerate([2, 3, 1, 5]):
       done = t % length == 0
       assert term[i] == done

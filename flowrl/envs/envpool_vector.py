@@ -21,6 +21,7 @@ import os
 import gymnasium as gym
 import numpy as np
 
+from flowrl.envs.optional import import_extra
 from flowrl.errors import ConfigError
 
 INSTALL = 'pip install -e ".[envpool]"'
@@ -29,13 +30,9 @@ VERSION = '1.2.5'
 
 def require_envpool():
   """The envpool module, or a one-sentence ConfigError saying how to install it."""
-  try:
-    import envpool
-  except ImportError as e:
-    raise ConfigError(f'vector_env.backend = "envpool" needs envpool {VERSION}, which is not '
-                      f'installed ({e}); install it with `{INSTALL}`, or use the default '
-                      f'backend "gymnasium".') from None
-  return envpool
+  return import_extra('envpool', lambda e: (
+      f'vector_env.backend = "envpool" needs envpool {VERSION}, which is not installed ({e}); '
+      f'install it with `{INSTALL}`, or use the default backend "gymnasium".'))
 
 
 def envpool_task(name: str) -> str:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowrl.envs.jax_env import JaxEnv
+from flowrl.envs.optional import import_extra
 from flowrl.errors import ConfigError
 
 PREFIX = 'playground:'
@@ -33,13 +34,9 @@ TASKS = ('AcrobotSwingup', 'AcrobotSwingupSparse', 'BallInCup', 'CartpoleBalance
 
 def require_playground():
   """mujoco_playground's dm_control suite, or one sentence saying how to install it."""
-  try:
-    from mujoco_playground._src import dm_control_suite
-  except ImportError as e:
-    raise ConfigError(f'playground: tasks need MuJoCo Playground, which is an optional extra '
-                      f'({INSTALL}: playground 0.2.0, mujoco-mjx 3.17.0); this environment lacks '
-                      f'it ({e}).') from None
-  return dm_control_suite
+  return import_extra('mujoco_playground._src.dm_control_suite', lambda e: (
+      f'playground: tasks need MuJoCo Playground, which is an optional extra ({INSTALL}: '
+      f'playground 0.2.0, mujoco-mjx 3.17.0); this environment lacks it ({e}).'))
 
 
 def playground_env(name: str, action_repeat: int = 1, episode_length: int = 0) -> JaxEnv:
@@ -57,7 +54,7 @@ def playground_env(name: str, action_repeat: int = 1, episode_length: int = 0) -
     raise ConfigError(f'playground:{name} has dict observations, which flowrl does not flatten.')
   low, high = (np.asarray(x, np.float32) for x in env.mj_model.actuator_ctrlrange.T)
   scale, shift = (high - low) / 2, (high + low) / 2
-  length = int(env._config.episode_length)
+  length = int(episode_length or suite.get_default_config(name).episode_length)
 
   def reset(key):
     state = env.reset(key)

@@ -6,6 +6,8 @@ import gin
 import gymnasium as gym
 import numpy as np
 
+from flowrl.envs.isaaclab import PREFIX as ISAAC
+from flowrl.envs.playground import PREFIX as PLAYGROUND
 from flowrl.errors import ConfigError
 
 GYM_TASKS = ('Ant-v5', 'HalfCheetah-v5', 'Hopper-v5', 'Humanoid-v5', 'HumanoidStandup-v5',
@@ -29,7 +31,8 @@ def known_envs():
 
 @gin.configurable('env', module='flowrl')
 def env(name: str = 'HalfCheetah-v5') -> str:
-  """The task: a gymnasium id (e.g. "HalfCheetah-v5") or "dmc:domain-task" (e.g. "dmc:cheetah-run")."""
+  """The task: a gymnasium id (e.g. "HalfCheetah-v5"), "dmc:domain-task" (e.g.
+  "dmc:cheetah-run"), a pure-JAX env or an Isaac Lab task ("isaac:<task id>")."""
   return name
 
 
@@ -55,7 +58,7 @@ JAX_TASKS = ('jax:Pendulum-v1',)     # pure-JAX ports of registry tasks (flowrl.
 
 def is_pure(name: str) -> bool:
   """Whether `name` is a pure-JAX env, which a run steps inside its XLA program."""
-  return name.startswith(('jax:', 'playground:'))
+  return name.startswith(('jax:', PLAYGROUND))
 
 
 @gin.configurable('jax_env', module='flowrl')
@@ -63,9 +66,9 @@ def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
   """The pure env `name` as a `JaxEnv`: 'jax:Pendulum-v1', or a MuJoCo Playground dm_control-suite
   task 'playground:<Name>' (the `playground` extra; action_repeat and episode_length, in control
   steps with 0 for the task's own, apply to it)."""
-  if name.startswith('playground:'):
+  if name.startswith(PLAYGROUND):
     from flowrl.envs.playground import playground_env
-    return playground_env(name[len('playground:'):], action_repeat, episode_length)
+    return playground_env(name[len(PLAYGROUND):], action_repeat, episode_length)
   if name not in JAX_TASKS:
     raise ConfigError(f"unknown environment {name!r}; the pure-JAX envs are "
                       f"{', '.join(JAX_TASKS)} and 'playground:<Name>' (MuJoCo Playground).")
@@ -76,7 +79,7 @@ def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
 def env_spec(name: str, envs: int = 1):
   """(observation size, action size) of the env `name`, or its one-sentence ConfigError. An
   Isaac Lab task is made here, once per process, with `envs` envs."""
-  if name.startswith('isaac:'):
+  if name.startswith(ISAAC):
     from flowrl.envs.isaaclab import isaaclab_env
     e = isaaclab_env(name, envs)
     return e.obs_dim, e.act_dim
@@ -94,7 +97,7 @@ def make_env(name: str, seed: int = 0) -> gym.Env:
   if is_pure(name):
     raise ConfigError(f'{name!r} is a pure-JAX env: a run steps it inside its program, and '
                       f'there is no gymnasium env of it to make.')
-  if name.startswith('isaac:'):
+  if name.startswith(ISAAC):
     from flowrl.envs.isaaclab import require_isaaclab
     require_isaaclab()
     raise ConfigError(f'{name!r}: an Isaac Lab env is a batch of envs on its GPU, made once per '

@@ -80,9 +80,8 @@ def compile_loop(agent, source, cfg, transition, next_obs, seeds, envs: int = 1,
   block = pure = None
   env_state = ()
   if jax_env is not None:
-    pure = pure_env.pure_env(jax_env, act_fn, cfg.eval_episodes)
-    env_step = fused.jax_env_step(jax_env)[0]
-    env_state = jax.eval_shape(pure.reset, pure_env.keys(seeds, envs))[0]
+    pure = pure_env.pure_env(jax_env, act_fn, cfg.eval_episodes, seeds, envs)
+    env_step, env_state = pure.step_fn, pure.reset_like[0]
   elif host_step is not None:
     env_step = fused.host_env_step(host_step, len(seeds), envs, agent.spec.obs_dim,
                                    agent.spec.act_dim)

@@ -3,8 +3,9 @@ or offline-trained policy fine-tuned online: DPPO, ReinFlow; the offline issue b
 
 The newest checkpoint of RUN_DIR is read without knowing its method (orbax restores the raw
 tree). Its actor parameters replace this run's actor, its EMA target and, where a primitive keeps
-one, the frozen reference actor (ReinFlow's W2 term); the optimizer starts fresh. The critic and the running observation statistics are taken too where their shapes
-match this method's, else this run's fresh ones stay (and the run says so). A checkpoint of
+one, the frozen reference actor (ReinFlow's W2 term); the optimizer starts fresh. The critic
+and the running observation statistics are taken too where their shapes match this method's,
+else this run's fresh ones stay (and the run says so). A checkpoint of
 several seeds gives seed s to seed s when the counts agree, else its first seed to every seed.
 An actor whose parameters do not fit is one sentence naming the first that does not.
 """

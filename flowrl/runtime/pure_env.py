@@ -14,7 +14,7 @@ inside the run's programs, and evaluation episodes run as one program too.
 
 The driver saves env_state with its checkpoints, so a resumed run continues the same episodes.
 """
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +39,14 @@ class PureEnv(NamedTuple):
   reset: Callable
   step: Callable
   evaluate: Callable
+  step_fn: Optional[Callable] = None   # `step` unjitted, for a fused block to trace
+  reset_like: Any = None               # reset's (env_state, obs) as shapes, for a restore
 
 
-def pure_env(env: JaxEnv, act_eval: Callable, episodes: int) -> PureEnv:
-  """The jitted reset, step (donating its env state) and evaluation of `env`; act_eval is the
-  run's batched deterministic policy (agent state, obs [S, B, O], keys [S]) -> [S, B, A]."""
+def pure_env(env: JaxEnv, act_eval: Callable, episodes: int, seeds, envs: int) -> PureEnv:
+  """The jitted reset, step (donating its env state) and evaluation of `env` for `seeds` × `envs`
+  envs; act_eval is the run's batched deterministic policy (agent state, obs [S, B, O], keys [S])
+  -> [S, B, A]."""
   if not env.max_episode_steps:
     raise ConfigError('a pure-JAX env needs a time limit (max_episode_steps) to be evaluated in '
                       'one program.')
@@ -68,7 +71,8 @@ def pure_env(env: JaxEnv, act_eval: Callable, episodes: int) -> PureEnv:
     carry = (state, obs, alive, jnp.zeros(obs.shape[:2], jnp.float32))
     return jax.lax.scan(frame, carry, jnp.arange(env.max_episode_steps))[0][3]
 
-  return PureEnv(env, jax.jit(reset), jax.jit(env_step, donate_argnums=0), jax.jit(evaluate))
+  return PureEnv(env, jax.jit(reset), jax.jit(env_step, donate_argnums=0), jax.jit(evaluate),
+                 env_step, jax.eval_shape(reset, keys(seeds, envs)))
 
 
 def eval_keys(seeds, frame: int) -> jax.Array:
