@@ -33,6 +33,21 @@ def test_orthogonal_square_layer_has_w_transpose_w_equal_scale_squared_identity(
   np.testing.assert_allclose(w.T @ w, scale ** 2 * np.eye(64), atol=1e-5 * max(1.0, scale ** 2))
 
 
+def test_orthogonal_under_vmapped_seeds_is_haikus_draw_with_no_batched_lapack_qr():
+  """The seeds' inits are vmapped; jaxlib's batched CPU QR can deadlock XLA's 2-thread pool
+  (initializers.host_qr), so the compiled init must not call it, and must draw what
+  hk.initializers.Orthogonal draws, bit for bit, for wide, square and tall layers."""
+  import haiku as hk
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  for shape in [(17, 64), (64, 64), (64, 6)]:
+    ours = hk.transform(lambda: hk.get_parameter('w', shape, init=initializers.orthogonal(1.5)))
+    theirs = hk.transform(lambda: hk.get_parameter('w', shape,
+                                                   init=hk.initializers.Orthogonal(1.5)))
+    init = jax.jit(jax.vmap(ours.init))
+    assert 'custom_call_target="lapack' not in init.lower(keys).compile().as_text()
+    np.testing.assert_array_equal(init(keys)['~']['w'], jax.vmap(theirs.init)(keys)['~']['w'])
+
+
 def test_variance_scaling_cases_have_their_variance():
   fan_in, fan_out = 400, 300
   # lecun normal (truncated, rescaled to the asked variance): Var = 1/fan_in

@@ -23,6 +23,8 @@ from typing import Callable, NamedTuple
 
 import gin
 import haiku as hk
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flowrl.errors import ConfigError
@@ -43,9 +45,44 @@ class Initializer(NamedTuple):
     return self.name
 
 
+def host_qr(a):
+  """`jnp.linalg.qr(a)` of one matrix [M, N], computed by scipy's LAPACK (the one jaxlib calls)
+  through a host callback, one matrix at a time under `vmap`. jaxlib's CPU QR splits a batch (the
+  vmapped seeds of an init) over XLA's intra-op thread pool and waits for the parts from inside
+  that pool: when two batched QRs run at once on a 2-thread pool, both threads wait for work only
+  they could do, and the init program never finishes (seen as an intermittent hang at init with
+  vmapped seeds; a gdb backtrace shows both pool threads in QrFactorization's ParallelBatchMap)."""
+  import scipy.linalg
+  k = min(a.shape)
+  shapes = (jax.ShapeDtypeStruct((a.shape[0], k), a.dtype),
+            jax.ShapeDtypeStruct((k, a.shape[1]), a.dtype))
+
+  def qr(x):
+    q, r = scipy.linalg.qr(np.asarray(x), mode='economic')
+    return q.astype(x.dtype), r.astype(x.dtype)
+  return jax.pure_callback(qr, shapes, a, vmap_method='sequential')
+
+
+def _orthogonal_init(scale: float):
+  """hk.initializers.Orthogonal(scale) (axis −1), with its QR by `host_qr`."""
+
+  def init(shape, dtype):
+    if len(shape) < 2:
+      raise ValueError('Orthogonal initializer requires at least a 2D shape.')
+    n_rows, n_cols = shape[-1], int(np.prod(shape)) // shape[-1]
+    matrix_shape = (n_rows, n_cols) if n_rows > n_cols else (n_cols, n_rows)
+    q, r = host_qr(jax.random.normal(hk.next_rng_key(), matrix_shape, dtype))
+    q = q * jnp.sign(jnp.diag(r))                      # Q uniformly distributed
+    if n_rows < n_cols:
+      q = q.T
+    q = jnp.moveaxis(jnp.reshape(q, (n_rows,) + tuple(shape[:-1])), 0, -1)
+    return jax.lax.convert_element_type(scale, dtype) * q
+  return init
+
+
 def _orthogonal(scale: float = float(np.sqrt(2.0))) -> Initializer:
   """W = scale·Q, Q orthogonal (Saxe et al. 2014): WᵀW = scale²·I for a square layer."""
-  return Initializer(f'orthogonal(scale={scale:.4g})', hk.initializers.Orthogonal(scale))
+  return Initializer(f'orthogonal(scale={scale:.4g})', _orthogonal_init(scale))
 
 
 orthogonal = gin.configurable('orthogonal', module='flowrl.init')(_orthogonal)
