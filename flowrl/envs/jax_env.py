@@ -53,7 +53,7 @@ def autoreset(env: JaxEnv):
 def autoreset_parts(env: JaxEnv):
   """autoreset's step in two halves, (reset, advance, restart): advance(s, action) -> (s, out,
   done) steps the env and applies the time limit; restart(s, out, done) begins the next episode
-  where done. A batch of envs can run restart only when one of them is done (`batched_step`):
+  where done. A batch of envs can run restart only when one of them is done (`batched_autoreset`):
   a reset can cost far more than a step (dm_control's cheetah settles for 200 physics steps)."""
 
   def reset(key):
@@ -81,16 +81,16 @@ def autoreset_parts(env: JaxEnv):
   return reset, advance, restart
 
 
-def batched_step(env: JaxEnv, over):
-  """autoreset's step over a batch of envs (`over` vmaps a per-env function over it), the same
-  numbers, with the resets computed only on steps where some env of the batch is done."""
-  _, advance, restart = autoreset_parts(env)
+def batched_autoreset(env: JaxEnv, over):
+  """autoreset over a batch of envs (`over` vmaps a per-env function over it): (reset, step), the
+  same numbers, with the resets computed only on steps where some env of the batch is done."""
+  reset, advance, restart = autoreset_parts(env)
 
   def step(s, action):
     s, out, done = over(advance)(s, action)
     return jax.lax.cond(done.any(), lambda: over(restart)(s, out, done), lambda: (s, out))
 
-  return step
+  return over(reset), step
 
 
 def pendulum(max_episode_steps: int = 200) -> JaxEnv:

@@ -61,6 +61,11 @@ def is_pure(name: str) -> bool:
   return name.startswith(('jax:', PLAYGROUND))
 
 
+def is_isaac(name: str) -> bool:
+  """Whether `name` is an Isaac Lab task: a batch of envs on its GPU, made once per process."""
+  return name.startswith(ISAAC)
+
+
 @gin.configurable('jax_env', module='flowrl')
 def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
   """The pure env `name` as a `JaxEnv`: 'jax:Pendulum-v1', or a MuJoCo Playground dm_control-suite
@@ -79,7 +84,7 @@ def make_jax_env(name: str, action_repeat: int = 1, episode_length: int = 0):
 def env_spec(name: str, envs: int = 1):
   """(observation size, action size) of the env `name`, or its one-sentence ConfigError. An
   Isaac Lab task is made here, once per process, with `envs` envs."""
-  if name.startswith(ISAAC):
+  if is_isaac(name):
     from flowrl.envs.isaaclab import isaaclab_env
     e = isaaclab_env(name, envs)
     return e.obs_dim, e.act_dim
@@ -97,7 +102,7 @@ def make_env(name: str, seed: int = 0) -> gym.Env:
   if is_pure(name):
     raise ConfigError(f'{name!r} is a pure-JAX env: a run steps it inside its program, and '
                       f'there is no gymnasium env of it to make.')
-  if name.startswith(ISAAC):
+  if is_isaac(name):
     from flowrl.envs.isaaclab import require_isaaclab
     require_isaaclab()
     raise ConfigError(f'{name!r}: an Isaac Lab env is a batch of envs on its GPU, made once per '

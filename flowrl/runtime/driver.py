@@ -21,7 +21,7 @@ from flowrl.compose.step import (TRANSITION, TrainConfig, frames_per_step, make_
                                 runs_periodic)
 from flowrl.data.base import DataSource
 from flowrl.data.offline import normalized_score
-from flowrl.envs import is_pure, isaaclab, make_env, make_jax_env
+from flowrl.envs import is_isaac, is_pure, make_env, make_jax_env
 from flowrl.errors import ConfigError
 from flowrl.runtime import allocator, checkpoint, fused, pure_env, vector_env
 from flowrl.runtime.compile import compile_loop
@@ -86,7 +86,7 @@ class Driver:
     self.env_state = ()
     # XLA compiles while the host sets up
     # (an Isaac Lab env is not JAX and steps between the programs: no fused blocks)
-    isaac = env_name.startswith(isaaclab.PREFIX)
+    isaac = is_isaac(env_name)
     fusing = bool(cfg.fused_frames) and self.source.collects and not isaac
     self.block_frames = max(1, cfg.fused_frames // envs) * envs if fusing else 0
     self.programs = compile_loop(agent, self.source, cfg, self.blank, z(o), self.seeds, envs,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from flowrl.envs.jax_env import JaxEnv, autoreset, batched_step
+from flowrl.envs.jax_env import JaxEnv, batched_autoreset
 
 STORED = ('action', 'reward', 'next_obs', 'terminated', 'truncated')
 
@@ -73,9 +73,7 @@ def host_env_step(host_step: Callable, seeds: int, envs: int, obs_dim: int,
 def jax_env_step(env: JaxEnv) -> Callable:
   """env_step of a pure env with flowrl's autoreset, over an EpisodeState with leading [S, N]
   axes; `reset(keys [S, N])` -> (env_state, obs [S, N, O]) starts it."""
-  reset, _ = autoreset(env)
-  over_envs = lambda fn: jax.vmap(jax.vmap(fn))
-  step = batched_step(env, over_envs)
+  reset, step = batched_autoreset(env, lambda fn: jax.vmap(jax.vmap(fn)))
 
   def env_step(env_state, action):
     env_state, out = step(env_state, action)
@@ -83,4 +81,4 @@ def jax_env_step(env: JaxEnv) -> Callable:
                         'terminated': out.terminated, 'truncated': out.truncated}
     return env_state, transition, out.obs
 
-  return env_step, over_envs(reset)
+  return env_step, reset
