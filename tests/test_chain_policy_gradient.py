@@ -14,7 +14,7 @@ from flowrl.errors import ConfigError
 from flowrl.primitives import coupled_flow as CF, critic, parameterization as P, regularizer as R
 from flowrl.primitives import policy_gradient as PG, sampler as S
 from flowrl.primitives.base import ActorInputs, EnvSpec, Policy
-from flowrl.primitives.transition_kernel import chain_log_probs, sample_chain
+from flowrl.primitives.transition_kernel import FineTuned, chain_log_probs, sample_chain
 
 SPEC = EnvSpec(obs_dim=3, act_dim=6)
 ROLLOUT = rollout_source(steps=8, epochs=2, minibatches=2)
@@ -340,3 +340,107 @@ def test_reference_bc_is_the_squared_gap_of_noise_free_actions(name):
   np.testing.assert_allclose(float(loss), want, rtol=1e-4)
   ref_grad = jax.grad(lambda r: reg.actor_loss((), {}, moved, inputs(r), key))(state.reference)
   assert all(float(jnp.max(jnp.abs(g))) == 0 for g in jax.tree_util.tree_leaves(ref_grad))
+
+
+def _fine_tuned_dppo(fine_tune_steps=2, steps=4, **signal_kw):
+  return _method(P.vp_diffusion(train_steps=steps), S.ddpm(), PG.ppo_clip_chain(**signal_kw),
+                 steps=steps, min_sampling_std=0.1, min_logprob_std=0.1, noise_clip=3.0,
+                 deterministic_eval=True,
+                 fine_tune_steps=fine_tune_steps)
+
+
+def test_fine_tuning_the_last_steps_draws_the_first_with_the_frozen_base():
+  """DPPO's K_ft: with K = 4 and K_ft = 2, the frozen reference draws x_4 → x_2 and the trained
+  actor x_2 → x_0, in collection and in evaluation; only the trained steps are stored and
+  scored, and the first epoch's ratio is 1 once the actor has moved away from the base."""
+  agent = compile_method(_fine_tuned_dppo(), SPEC, ROLLOUT)
+  state = agent.init(jax.random.PRNGKey(0))
+  moved = jax.tree_util.tree_map(lambda p: p * 1.3 + 0.02, state.actor.params)
+  state = state._replace(actor=state.actor._replace(params=moved))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (6, SPEC.obs_dim))
+  key = jax.random.PRNGKey(2)
+  action, extras = jax.jit(agent.collect)(state, obs, key)
+  kernel = agent.sampler.kernel
+  base_only = kernel._replace(fine_tune_steps=0)
+  _, base_chain = sample_chain(base_only, agent.policy, state.reference, obs, key, 4, True)
+  _, moved_chain = sample_chain(base_only, agent.policy, moved, obs, key, 4, True)
+  chain = extras['chain']
+  np.testing.assert_allclose(chain[:, :3], base_chain[:, :3], atol=1e-6)   # x_4, x_3, x_2
+  assert not np.allclose(chain[:, 3:], base_chain[:, 3:], atol=1e-3)
+  assert not np.allclose(chain[:, 1:3], moved_chain[:, 1:3], atol=1e-3)
+  # the last two steps are the trained kernel's: x_{k−1} = μ_k + σ_k z from the same noise
+  whole = chain_log_probs(base_only, agent.policy, moved, obs, chain, 4)[0]
+  assert extras['chain_log_prob'].shape == (6, 2, SPEC.act_dim)
+  np.testing.assert_allclose(extras['chain_log_prob'], whole[:, 2:], atol=1e-5)
+  # evaluation walks the same split through the means
+  evaluate = agent.act(state, obs, key, True)
+  want = sample_chain(kernel, agent.policy, FineTuned(moved, state.reference), obs,
+                      jax.random.split(key)[0], 4, noise=False)[0]
+  np.testing.assert_allclose(evaluate, want, atol=1e-6)
+  columns = {**extras, 'obs': obs, 'action': action, 'advantage': jnp.arange(6.0) - 2.5}
+  inputs = ActorInputs(obs, action, columns, agent.policy, agent.sampler, None, None)
+  _, aux = agent.signal.loss(moved, inputs, key)
+  assert aux['ratio'].shape == (6, 2)
+  assert float(jnp.max(jnp.abs(aux['ratio'] - 1.0))) < 1e-5
+
+
+def test_fine_tuned_steps_take_the_discount_and_clip_ramp_over_k_ft():
+  """K = 3, K_ft = 2: the loss is the per-step formula over steps 1 and 2 only, with Â_i =
+  γ^{K_ft−1−i}·Â and ε_i ramping over i = 0..K_ft−1, and the pair unit draws K_ft pairs per env
+  step, each scored against its own stored log-prob."""
+  policy, rule, params, obs, chain = _kernel_case(sigma=0.3, steps=3, batch=4)
+  rule = rule._replace(kernel=rule.kernel._replace(fine_tune_steps=2))
+  moved = jax.tree_util.tree_map(lambda p: p * 1.2, params)
+  new = _hand_log_probs(policy, moved, obs, chain, 0.3, 3)[:, 1:]
+  old = _hand_log_probs(policy, params, obs, chain, 0.3, 3)[:, 1:]
+  adv = np.array([1.0, -2.0, 0.5, 3.0])
+  sig = PG.ppo_clip_chain(clip=0.2, clip_base=0.05, denoising_discount=0.9,
+                          normalize_advantage=False)
+  cols = {'chain': jnp.asarray(chain, jnp.float32), 'chain_log_prob': jnp.asarray(old, jnp.float32),
+          'advantage': jnp.asarray(adv, jnp.float32)}
+  loss, aux = sig.loss(moved, ActorInputs(obs, None, cols, policy, rule, None, None), None)
+  clamp = lambda lp: np.clip(lp, -5.0, 2.0).mean(-1)
+  r = np.exp(clamp(new) - clamp(old))                                 # [B, 2]
+  a = adv[:, None] * 0.9 ** np.array([1, 0])
+  eps = 0.05 + 0.15 * (np.exp(3.0 * np.array([0, 1])) - 1) / (np.exp(3.0) - 1)
+  np.testing.assert_allclose(aux['ratio'], r, rtol=1e-4)
+  np.testing.assert_allclose(float(loss),
+                             np.mean(np.maximum(-a * r, -a * np.clip(r, 1 - eps, 1 + eps))),
+                             rtol=1e-4)
+  n, i = np.divmod(np.arange(8), 2)                                   # every (env, K_ft) pair
+  pair_cols = {k: v[n] for k, v in cols.items()}
+  pair_cols['denoising_index'] = jnp.asarray(i)
+  pair_loss, pair_aux = sig.loss(moved, ActorInputs(obs[n], None, pair_cols, policy, rule, None,
+                                                    None), None)
+  np.testing.assert_allclose(pair_aux['ratio'][:, 0], r.reshape(-1), rtol=1e-4)
+  np.testing.assert_allclose(float(pair_loss), float(loss), rtol=1e-5)
+  agent = compile_method(_fine_tuned_dppo(fine_tune_steps=2, steps=4), SPEC, ROLLOUT)
+  src = rollout_source(steps=8, epochs=1, minibatches=2, unit='denoising_step').make(agent, None, 2)
+  idx = src.batches(src.init(), jax.random.split(jax.random.PRNGKey(0), 2))
+  assert idx.shape == (2, 16) and sorted(np.asarray(idx).ravel()) == list(range(32))  # 8·2·K_ft
+  assert agent.extras['chain_log_prob'] == (2, SPEC.act_dim)
+
+
+def test_fine_tune_steps_outside_the_chain_or_without_a_kernel_are_refused():
+  with pytest.raises(ConfigError, match='fine_tune_steps is 4; .* sampler.steps - 1 = 3'):
+    S.sampler(S.ddpm(), steps=4, fine_tune_steps=4)
+  with pytest.raises(ConfigError, match="fine_tune_steps need a rule .* 'euler' has none"):
+    S.sampler(S.euler(), steps=4, fine_tune_steps=2)
+
+
+@pytest.mark.parametrize('build, words', [
+    (lambda: compile_method(_method(P.rectified_flow(noise_head=(0.1, 0.24)),
+                                    S.noisy_euler(learned_std=True),
+                                    PG.ppo_clip_chain(mode='joint'), fine_tune_steps=2),
+                            SPEC, ROLLOUT),
+     ["sampler 'noisy_euler'", "'split_chain'", "signal 'ppo_clip_chain'"]),
+    (lambda: compile_method(_method(P.rectified_flow(), S.euler_maruyama(), PG.fpo_ratio(),
+                                    fine_tune_steps=2), SPEC, ROLLOUT),
+     ["'split_chain'", "signal 'fpo_ratio'"]),
+])
+def test_fine_tune_steps_with_a_signal_that_scores_whole_chains_are_one_sentence(build, words):
+  with pytest.raises(ConfigError) as e:
+    build()
+  assert '\n' not in str(e.value)
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))

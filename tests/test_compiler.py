@@ -18,7 +18,8 @@ import optax
 import pytest
 
 from flowrl.compose import step as loop_step
-from flowrl.compose.agent import compile_method, cond_or_pass
+from flowrl.compose.agent import compile_method
+from flowrl.control_flow import cond_or_pass
 from flowrl.compose.method import Method
 from flowrl.primitives.base import Critic, EnvSpec, Policy, Regularizer, SampleOut, Sampler, Signal
 

@@ -65,8 +65,9 @@ def test_method_file_compiles_and_updates(path, pendulum_data):
   lines = open(path).read().splitlines()
   header = ' '.join(l for l in lines[:lines.index('')] if l.startswith('#'))
   assert lines[0].startswith('# ') and re.search(r'(19|20)\d\d', header), 'opens with its paper'
-  cli.parse_config([path], TINY + [f'dataset_source.name="{pendulum_data}"',
-                                   'dataset_source.updates_per_step=2'])
+  split = ['sampler.fine_tune_steps=1'] if 'sampler.fine_tune_steps' in open(path).read() else []
+  cli.parse_config([path], TINY + split + [f'dataset_source.name="{pendulum_data}"',
+                                           'dataset_source.updates_per_step=2'])
   agent, cfg, env_name = cli.build()
   state = agent.init(jax.random.PRNGKey(0))
   ks = jax.random.split(jax.random.PRNGKey(1), 4)

@@ -19,16 +19,17 @@ import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import optax
 
 from flowrl.compose.method import (Method, actor_optimizer, adapt_to_kl, critic_optimizer,
                                   validate)
+from flowrl.control_flow import cond_or_pass
 from flowrl.primitives import normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
 from flowrl.primitives.critic import Batch
 from flowrl.primitives.sampler import best_of_n, draw
+from flowrl.primitives.transition_kernel import FineTuned
 
 
 class ActorState(NamedTuple):
@@ -74,27 +75,6 @@ class Agent(NamedTuple):
   value: Optional[Callable] = None     # (state, obs) -> V(obs) [B], where the critic provides 'v'
   observe: Optional[Callable] = None   # (state, obs [N, O]) -> state: accumulate stored obs
   settle: Optional[Callable] = None    # (state) -> state: merge them, after an update burst
-
-
-def cond_or_pass(pred, fn, passthrough, *operands):
-  """`lax.cond(pred, fn, skip, *operands)` where fn returns (..., metrics) and skip returns
-  (*passthrough(*operands), zeros shaped like fn's metrics): for steps that run every k-th call
-  and still report a fixed metrics structure (zeros are masked out when the loop averages).
-
-  fn is traced once: its jaxpr gives the metrics' shapes and is replayed as the taken branch
-  (tracing it for its shapes and again for lax.cond cost about 0.3 s of DACER's start)."""
-  closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*operands)
-  out_tree = jax.tree_util.tree_structure(out_shape)
-  replay = jax.extend.core.jaxpr_as_fun(closed)
-
-  def taken(*ops):
-    return jax.tree_util.tree_unflatten(out_tree, replay(*jax.tree_util.tree_leaves(ops)))
-
-  def skip(*ops):
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape[-1])
-    return (*passthrough(*ops), zeros)
-
-  return jax.lax.cond(pred, taken, skip, *operands)
 
 
 def _scalars(aux, columns):
@@ -213,7 +193,9 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   sampler, signal = method.sampler, method.signal
   validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
-  needs_reference = 'reference_actor' in signal.requires | reg.requires
+  needs_reference = 'reference_actor' in signal.requires | reg.requires | sampler.requires
+  split = bool(getattr(sampler.kernel, 'fine_tune_steps', 0))   # a frozen base begins chains
+  acting = lambda s: FineTuned(s.actor.params, s.reference) if split else s.actor.params
 
   def init(key) -> TrainState:
     a_key, c_key = jax.random.split(key)
@@ -231,7 +213,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
     sample_key, noise_key = jax.random.split(key)
     n = sampler.eval_best_of if deterministic else sampler.best_of
     q = lambda o, a: critic.values(state.critic.params, o, a)
-    one = lambda o, k: draw(sampler, policy, state.actor.params, o, k, deterministic and n == 1,
+    one = lambda o, k: draw(sampler, policy, acting(state), o, k, deterministic and n == 1,
                             q).action
     if n > 1:
       action = best_of_n(one, q, obs, sample_key, n, selection=sampler.selection)
@@ -270,7 +252,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
     and its step log-probs, FPO's (t, ε, ℓ)) and V(obs) at collection."""
     if not onpolicy:
       return act(state, obs, key, False), {}
-    action, extras = signal.collect(policy, sampler, state.actor.params, obs, key)
+    action, extras = signal.collect(policy, sampler, acting(state), obs, key)
     return action, {**extras, 'value': value(state, obs)}
 
   def value(state: TrainState, obs):

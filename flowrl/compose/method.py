@@ -30,6 +30,7 @@ CAPABILITIES = {
     'sample_log_prob': ('signal', "the log-probability of the policy's own samples in its aux"),
     'weight_kl': ('signal', 'the KL of its sample weights to uniform in its aux'),
     'entropy': ('signal', "the policy's entropy in its aux"),
+    'split_chain': ('signal', 'scoring only the last K_ft steps of chains a frozen base began'),
     'reference_actor': ('compiler', 'a frozen copy of the actor the run started from'),
     'q': ('critic', 'action values Q(s, a)'),
     'v': ('critic', 'state values V(s)'),

@@ -13,7 +13,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from flowrl.compose.agent import Agent, TrainState, cond_or_pass
+from flowrl.compose.agent import Agent, TrainState
+from flowrl.control_flow import cond_or_pass
 from flowrl.data.base import DataSource, SourceChoice
 from flowrl.data.replay import REPLAY
 

@@ -22,6 +22,7 @@ import rlax
 
 from flowrl.data.base import DataSource, SourceChoice, identity
 from flowrl.primitives import normalization
+from flowrl.primitives.transition_kernel import scored_steps
 
 
 class Rollout(NamedTuple):
@@ -72,8 +73,8 @@ def rollout(steps: int, envs: int, columns: Dict[str, tuple], gamma: float = 0.9
   skipped once one reports an approximate KL above it (DPPO, ReinFlow: 1.0). `normalize_reward`:
   see the module docstring. `normalize_advantage` standardizes the advantages over the whole
   rollout (returns keep the raw ones); the signals' own option does it per minibatch. With
-  `pairs` = K > 0 a minibatch row is an (env step, denoising step) pair, drawn from the T·N·K
-  pairs, with column 'denoising_index' (DPPO)."""
+  `pairs` = K_ft > 0 (the scored denoising steps) a minibatch row is an (env step, denoising
+  step) pair, drawn from the T·N·K_ft pairs, with column 'denoising_index' (DPPO)."""
   size = steps * envs
   rows = size * max(pairs, 1)
   if rows % minibatches:
@@ -170,7 +171,7 @@ def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
         raise ConfigError(f"rollout_source.unit='denoising_step' needs a signal that scores one "
                           f"denoising step per row (ppo_clip_chain.mode='per_step'), not "
                           f"'{agent.signal.name}'; bind rollout_source.unit='env_step'.")
-      pairs = agent.sampler.steps
+      pairs = scored_steps(agent.sampler.kernel, agent.sampler.steps)
       if (steps * envs * pairs) % minibatches:
         raise ConfigError(f'rollout_source: {steps} steps × {envs} envs × {pairs} denoising steps '
                           f'= {steps * envs * pairs} pairs do not split into {minibatches} equal '

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from flowrl.errors import ConfigError
 from flowrl.primitives.base import ActorInputs, Signal, primitive
 from flowrl.primitives.sampler import draw
-from flowrl.primitives.transition_kernel import chain_log_probs, initial_log_prob, sample_chain
+from flowrl.primitives.transition_kernel import (FineTuned, chain_log_probs, initial_log_prob,
+                                                 sample_chain, scored_steps)
 
 
 def _advantage(inp: ActorInputs, normalize: bool):
@@ -91,7 +92,9 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
   clamp to [log_prob_min, log_prob_max] = [−5, 2] taken per dimension before the mean (clamping
   a sum over dimensions would freeze most steps once |A| ≳ 5), advantage Â_i = γ_den^{K−1−i}·Â
   and clip ε_i = ε_base + (ε − ε_base)(e^{3i/(K−1)} − 1)/(e³ − 1);
-  L = mean_{b,i} max(−Â_i r_i, −Â_i clip(r_i, 1 ± ε_i)).
+  L = mean_{b,i} max(−Â_i r_i, −Â_i clip(r_i, 1 ± ε_i)). With sampler.fine_tune_steps = K_ft
+  (a frozen base draws the first K − K_ft steps; DPPO's fine-tuning), i runs over the last K_ft
+  steps only and K_ft replaces K in the discount and the clip ramp.
 
   'joint' (ReinFlow, Zhang et al. 2025, ppoflow.py): one ratio per env step from the chain's
   log-likelihood log N(x_K; 0, I) + Σ_k log N(x_{k−1}; μ_k, σ_k²), divided by (K+1)·|A| and
@@ -101,37 +104,39 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
 
   A minibatch row is an env step with its whole chain, or, with rollout_source.unit =
   'denoising_step' ('per_step' only; DPPO v0.7's unit, irom-princeton/dppo#13), one
-  (env step, denoising step) pair: the rollout's T·N·K pairs are shuffled together and each row
-  scores only its own step i (column 'denoising_index')."""
+  (env step, denoising step) pair: the rollout's T·N·K_ft pairs are shuffled together and each
+  row scores only its own step i (column 'denoising_index')."""
   if mode not in MODES:
     raise ConfigError(f'ppo_clip_chain.mode={mode!r} is not one of {MODES}.')
 
   def collect(policy, sampler, params, obs, key):
     action, chain = sample_chain(sampler.kernel, policy, params, obs, key, sampler.steps, True)
-    log_prob, _ = chain_log_probs(sampler.kernel, policy, params, obs, chain, sampler.steps)
+    trained = params.params if isinstance(params, FineTuned) else params
+    log_prob, _ = chain_log_probs(sampler.kernel, policy, trained, obs, chain, sampler.steps)
     return action, {'chain': chain, 'chain_log_prob': log_prob}
 
   def loss(params, inp: ActorInputs, key):
     chain, old = inp.columns['chain'], inp.columns['chain_log_prob']
     steps, index = inp.sampler.steps, inp.columns.get('denoising_index')
+    scored = scored_steps(inp.sampler.kernel, steps)     # K_ft
     if index is not None and mode != 'per_step':
       raise ConfigError("rollout_source.unit='denoising_step' gives one denoising step per "
                         "minibatch row, which only ppo_clip_chain.mode='per_step' scores; bind "
                         "rollout_source.unit='env_step' with mode='joint'.")
     new, entropy = chain_log_probs(inp.sampler.kernel, inp.policy, params, inp.obs, chain, steps,
                                    index)
-    if index is None:
-      i = jnp.arange(steps)[None]                                                # [1, K]
+    if index is None:                    # i: the index among the K_ft scored steps
+      i = jnp.arange(scored)[None]                                               # [1, K_ft]
     else:                                # (env step, denoising step) rows: step i of each
       i = index[:, None]                                                         # [B, 1]
       old = jnp.take_along_axis(old, i[..., None], axis=1)
-    chex.assert_equal_shape([new, old])                                          # [B, K|1, A]
+    chex.assert_equal_shape([new, old])                                          # [B, K_ft|1, A]
     adv = _advantage(inp, normalize_advantage)
     if mode == 'per_step':
       clamp = lambda lp: jnp.mean(jnp.clip(lp, log_prob_min, log_prob_max), axis=-1)
       log_ratio = clamp(new) - clamp(old)                                        # [B, K|1]
-      adv = adv[:, None] * denoising_discount ** (steps - 1 - i)
-      ramp = (jnp.exp(3.0 * i / max(steps - 1, 1)) - 1.0) / (jnp.exp(3.0) - 1.0)
+      adv = adv[:, None] * denoising_discount ** (scored - 1 - i)
+      ramp = (jnp.exp(3.0 * i / max(scored - 1, 1)) - 1.0) / (jnp.exp(3.0) - 1.0)
       eps = clip_base + (clip - clip_base) * ramp
       entropy = jnp.mean(entropy, axis=(1, 2))
     else:
@@ -146,7 +151,7 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
     surrogate = _clipped(jnp.exp(log_ratio), adv, eps)
     return jnp.mean(surrogate), {'entropy': entropy, **_diagnostics(log_ratio, clip)}
 
-  pairs = frozenset({'denoising_pairs'}) if mode == 'per_step' else frozenset()
+  pairs = frozenset({'denoising_pairs', 'split_chain'}) if mode == 'per_step' else frozenset()
   return Signal('ppo_clip_chain', frozenset({'kernel', 'v', 'rollout'}), loss,
                 provides=frozenset({'entropy'}) | pairs, collect=collect)
 

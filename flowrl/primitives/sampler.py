@@ -283,28 +283,35 @@ def direct() -> Sampler:
 def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
             eval_best_of: int = 1, min_sampling_std: float = 0.0, min_logprob_std: float = 0.0,
             noise_clip: float = 0.0, deterministic_eval: bool = False,
-            selection: str = 'argmax') -> Sampler:
+            selection: str = 'argmax', fine_tune_steps: int = 0) -> Sampler:
   """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
   (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection. On a rule with a
   transition kernel: floors of the sampling and the likelihood std, and the clip of the standard
   normal noise (0: none), DPPO's 0.1, 0.1 and 3; `deterministic_eval` evaluates through the
   kernel's means without noise (DPPO, ReinFlow; otherwise chains sample in evaluation too).
   `selection` of the best of N: 'argmax' of Q, or 'softmax', a draw with probability softmax(Q)
-  (Diffusion-QL's evaluation over 50 samples)."""
+  (Diffusion-QL's evaluation over 50 samples). `fine_tune_steps` = K_ft in 1..steps−1 (kernel
+  rules): a frozen copy of the actor the run started from (its --init-from policy) draws the
+  first steps − K_ft steps and the trained actor the last K_ft, which alone are scored (DPPO's
+  fine-tuning, Ren et al. 2024: K_ft = 10 of 20); 0: the trained actor draws every step."""
+  from flowrl.errors import ConfigError
   if selection not in ('argmax', 'softmax'):
-    from flowrl.errors import ConfigError
     raise ConfigError(f"sampler.selection is {selection!r}; choices: 'argmax', 'softmax'.")
-  floors = (min_sampling_std, min_logprob_std, noise_clip, deterministic_eval)
+  if not 0 <= fine_tune_steps < steps:
+    raise ConfigError(f'sampler.fine_tune_steps is {fine_tune_steps}; it must be 0 (all steps '
+                      f'trained) or between 1 and sampler.steps - 1 = {steps - 1}.')
+  floors = (min_sampling_std, min_logprob_std, noise_clip, deterministic_eval, fine_tune_steps)
   if any(floors):
     if rule.kernel is None:
-      from flowrl.errors import ConfigError
-      raise ConfigError(f"sampler.min_sampling_std/min_logprob_std/noise_clip/deterministic_eval "
-                        f"need a rule with a transition kernel; '{rule.name}' has none (kernel "
-                        f"rules: ddpm, ddim, euler_maruyama, noisy_euler).")
+      raise ConfigError(f"sampler.min_sampling_std/min_logprob_std/noise_clip/deterministic_eval/"
+                        f"fine_tune_steps need a rule with a transition kernel; '{rule.name}' has "
+                        f"none (kernel rules: ddpm, ddim, euler_maruyama, noisy_euler).")
     rule = _with_kernel(rule, rule.kernel._replace(
         min_sampling_std=min_sampling_std, min_logprob_std=min_logprob_std, noise_clip=noise_clip,
-        deterministic_eval=deterministic_eval))
+        deterministic_eval=deterministic_eval, fine_tune_steps=fine_tune_steps))
     if min_logprob_std > 0:            # every step now has a likelihood
       rule = rule._replace(provides=rule.provides | {'kernel'})
+    if fine_tune_steps:                # the frozen base, and a signal that scores only K_ft steps
+      rule = rule._replace(requires=rule.requires | {'reference_actor', 'split_chain'})
   return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of,
                        selection=selection)

@@ -12,8 +12,12 @@ from the network output `out` at (x_k, t = k/K) and the path coefficients of ste
 the log-probability stored at collection and the one recomputed in training agree by
 construction (DPPO's official code shares `p_mean_var`; flow-rl's clips x̂0 in one and not the
 other). A stored chain is [B, K+1, A], x_K first and x_0 last.
+
+Fine-tuning only the last K_ft steps (DPPO, diffusion_vpg.py): with `fine_tune_steps` = K_ft < K
+and the actor's params given as `FineTuned(params, base)`, a frozen base network (the pretrained
+actor) draws steps K..K_ft+1 and the trained one the last K_ft; only those are scored.
 """
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import distrax
 import jax
@@ -26,6 +30,19 @@ class Kernel(NamedTuple):
   min_logprob_std: float = 0.0   # floor of the std the likelihood scores with (DPPO: 0.1)
   noise_clip: float = 0.0        # z clipped to ±noise_clip; 0: not clipped (DPPO: 3)
   deterministic_eval: bool = False  # evaluation walks the means, x_{k−1} = μ_k (DPPO, ReinFlow)
+  fine_tune_steps: int = 0       # K_ft: the trained network's last steps; 0: all K (DPPO: 10 of 20)
+
+
+class FineTuned(NamedTuple):
+  """An actor's params for a chain split at K_ft: `params` draw (and are scored on) the last
+  K_ft steps, the frozen `base` draws the first K − K_ft."""
+  params: Any
+  base: Any
+
+
+def scored_steps(kernel: Kernel, steps: int) -> int:
+  """K_ft, the number of final steps the trained network draws and a signal scores."""
+  return kernel.fine_tune_steps or steps
 
 
 def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
@@ -45,42 +62,54 @@ def kernel_mean_std(kernel: Kernel, policy, params, obs, cond, x, k, steps):
 def sample_chain(kernel: Kernel, policy, params, obs, key, steps: int, keep_chain: bool = False,
                  noise: bool = True, start=None):
   """Run the kernel from x_K ~ N(0, I) (or from `start`) to x_0 (without `noise`, through the
-  means). Returns clip(x_0, ±1) and, with `keep_chain`, the chain [B, K+1, A] (unclipped, as
-  scored)."""
+  means); `params` may be `FineTuned` (plain params draw every step). Returns clip(x_0, ±1) and,
+  with `keep_chain`, the chain [B, K+1, A] (unclipped, as scored)."""
   init_key, key = jax.random.split(key)
   x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,)) if start is None else start
-  cond = policy.condition(params, obs)                 # loop-invariant: once per chain
+  params, base = params if isinstance(params, FineTuned) else (params, params)
 
-  def body(x, inputs):
-    k, step_key = inputs
-    mean, std = kernel_mean_std(kernel, policy, params, obs, cond, x, k, steps)
-    z = jax.random.normal(step_key, x.shape)
-    if kernel.noise_clip:
-      z = jnp.clip(z, -kernel.noise_clip, kernel.noise_clip)
-    if kernel.min_sampling_std:
-      std = jnp.maximum(std, kernel.min_sampling_std)
-    x = mean + std * z if noise else mean
-    return x, (x if keep_chain else None)
+  def run(x, params, ks, keys):
+    cond = policy.condition(params, obs)               # loop-invariant: once per chain
 
-  ks = jnp.arange(steps, 0, -1)
-  x_last, xs = jax.lax.scan(body, x, (ks, jax.random.split(key, steps)))
-  action = jnp.clip(x_last, -1.0, 1.0)
+    def body(x, inputs):
+      k, step_key = inputs
+      mean, std = kernel_mean_std(kernel, policy, params, obs, cond, x, k, steps)
+      z = jax.random.normal(step_key, x.shape)
+      if kernel.noise_clip:
+        z = jnp.clip(z, -kernel.noise_clip, kernel.noise_clip)
+      if kernel.min_sampling_std:
+        std = jnp.maximum(std, kernel.min_sampling_std)
+      x = mean + std * z if noise else mean
+      return x, (x if keep_chain else None)
+    return jax.lax.scan(body, x, (ks, keys))
+
+  ks, keys = jnp.arange(steps, 0, -1), jax.random.split(key, steps)
+  first = steps - scored_steps(kernel, steps)          # steps the base draws
+  chain = [x[:, None]]                                 # x_K, then each step's x_{k−1}
+  if first:
+    x, xs = run(x, base, ks[:first], keys[:first])
+    chain.append(jnp.swapaxes(xs, 0, 1) if keep_chain else None)
+  x, xs = run(x, params, ks[first:], keys[first:])
+  action = jnp.clip(x, -1.0, 1.0)
   if not keep_chain:
     return action, None
-  return action, jnp.concatenate([x[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
+  return action, jnp.concatenate(chain + [jnp.swapaxes(xs, 0, 1)], axis=1)
 
 
 def chain_log_probs(kernel: Kernel, policy, params, obs, chain, steps: int, index=None):
   """Per-step, per-dimension log N(x_{k−1}; μ_k, max(σ_k, σ_logprob_min)²) of stored chains
-  [B, K+1, A] and the matching Gaussian entropies, both [B, K, A]; every step scored in one
-  network pass over B·K rows. With `index` [B] (DPPO's (env step, denoising step) minibatch
-  unit), only step i = index_b of row b (from chain[b, i] to chain[b, i+1]): [B, 1, A]."""
+  [B, K+1, A] and the matching Gaussian entropies, both [B, K_ft, A]: the last K_ft steps
+  (`scored_steps`; all K by default), scored in one network pass over B·K_ft rows. With `index`
+  [B] (DPPO's (env step, denoising step) minibatch unit), only the index_b-th of those steps of
+  row b: [B, 1, A]."""
   b, _, a = chain.shape
+  n_scored = scored_steps(kernel, steps)
+  first = steps - n_scored                                                # steps the base drew
   if index is None:
-    i = jnp.broadcast_to(jnp.arange(steps), (b, steps))                  # [B, K]
-    x_from, x_to = chain[:, :-1], chain[:, 1:]                            # [B, K, A]
+    i = jnp.broadcast_to(jnp.arange(first, steps), (b, n_scored))          # [B, K_ft]
+    x_from, x_to = chain[:, first:-1], chain[:, first + 1:]               # [B, K_ft, A]
   else:
-    i = index[:, None]                                                    # [B, 1]
+    i = first + index[:, None]                                            # [B, 1]
     take = lambda j: jnp.take_along_axis(chain, j[..., None], axis=1)
     x_from, x_to = take(i), take(i + 1)                                   # [B, 1, A]
   n = i.shape[1]
