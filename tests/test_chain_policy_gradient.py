@@ -14,7 +14,7 @@ from flowrl.errors import ConfigError
 from flowrl.primitives import coupled_flow as CF, critic, parameterization as P, regularizer as R
 from flowrl.primitives import policy_gradient as PG, sampler as S
 from flowrl.primitives.base import ActorInputs, EnvSpec, Policy
-from flowrl.primitives.transition_kernel import FineTuned, chain_log_probs, sample_chain
+from flowrl.primitives.transition_kernel import ChainParams, chain_log_probs, sample_chain
 
 SPEC = EnvSpec(obs_dim=3, act_dim=6)
 ROLLOUT = rollout_source(steps=8, epochs=2, minibatches=2)
@@ -374,7 +374,7 @@ def test_fine_tuning_the_last_steps_draws_the_first_with_the_frozen_base():
   np.testing.assert_allclose(extras['chain_log_prob'], whole[:, 2:], atol=1e-5)
   # evaluation walks the same split through the means
   evaluate = agent.act(state, obs, key, True)
-  want = sample_chain(kernel, agent.policy, FineTuned(moved, state.reference), obs,
+  want = sample_chain(kernel, agent.policy, ChainParams(moved, state.reference), obs,
                       jax.random.split(key)[0], 4, noise=False)[0]
   np.testing.assert_allclose(evaluate, want, atol=1e-6)
   columns = {**extras, 'obs': obs, 'action': action, 'advantage': jnp.arange(6.0) - 2.5}
@@ -444,3 +444,62 @@ def test_fine_tune_steps_with_a_signal_that_scores_whole_chains_are_one_sentence
   assert '\n' not in str(e.value)
   for w in words:
     assert w in str(e.value), (w, str(e.value))
+
+
+def test_reinflow_noise_bound_follows_its_learn_decay_schedule():
+  """σ_max held for 35% of N updates, then cosine down to 0.3·σ_min + 0.7·σ_max (ReinFlow's
+  scheduler_simple 'cosine' with its train_ppo_flow_agent settings, N = 100 iterations)."""
+  rule = S.noisy_euler(learned_std=True, bound_decay_steps=100)
+  lo, hi = 0.10, 0.24
+  steps = np.array([0, 20, 35, 50, 67.5, 90, 100, 150])
+  top = lo + np.asarray(jax.vmap(rule.kernel.noise_bound)(jnp.asarray(steps))) * (hi - lo)
+  low = 0.3 * lo + 0.7 * hi
+  want = low + (hi - low) * 0.5 * (1 + np.cos(np.clip((steps - 35) / 65, 0, 1) * np.pi))
+  np.testing.assert_allclose(top, want, rtol=1e-6)
+  with pytest.raises(ConfigError, match='learned_std=True'):
+    S.noisy_euler(bound_decay_steps=100)
+
+
+def test_a_bounded_noise_head_keeps_its_position_in_a_narrower_range():
+  """ReinFlow's set_noise_range: log σ² = lo + (hi_b − lo)·u keeps u = (tanh h + 1)/2 and moves
+  only hi_b = log (σ_min + b(σ_max − σ_min))²."""
+  policy = P.rectified_flow(noise_head=(0.1, 0.24))(SPEC)
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (5, SPEC.obs_dim))
+  x = jax.random.normal(jax.random.PRNGKey(2), (5, SPEC.act_dim))
+  t = jnp.full((5,), 0.5)
+  lo = 2 * np.log(0.1)
+  u = lambda s, top: (2 * np.log(np.asarray(s, np.float64)) - lo) / (2 * np.log(top) - lo)
+  full = policy.noise_std(params, obs, x, t)
+  bound = jnp.array([1.0, 0.7, 0.7, 0.3, 0.0])                 # per row
+  narrow = policy.noise_std(params, obs, x, t, bound)
+  top = 0.1 + np.asarray(bound)[:, None] * 0.14
+  np.testing.assert_allclose(narrow[:1], full[:1], rtol=1e-6)
+  np.testing.assert_allclose(u(narrow[1:4], top[1:4]), u(full[1:4], 0.24), rtol=1e-5)
+  np.testing.assert_allclose(narrow[4], 0.1, rtol=1e-6)
+  assert np.all(np.asarray(narrow) <= top + 1e-7)
+
+
+def test_reinflow_chains_are_rescored_with_the_bound_they_were_drawn_with():
+  """Late in the schedule a rollout stores the bound it was drawn with; the first epoch's ratio
+  is 1 with it, and scoring with the full range instead would not be."""
+  built = _method(P.rectified_flow(noise_head=(0.1, 0.24)),
+                  S.noisy_euler(learned_std=True, bound_decay_steps=100),
+                  PG.ppo_clip_chain(mode='joint', clip=0.01, log_prob_min=-1.0,
+                                    log_prob_max=1.0), noise_clip=3.0)
+  agent = compile_method(built, SPEC, ROLLOUT)
+  state = agent.init(jax.random.PRNGKey(0))
+  state = state._replace(step=jnp.asarray(90, jnp.int32))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (8, SPEC.obs_dim))
+  action, extras = jax.jit(agent.collect)(state, obs, jax.random.PRNGKey(2))
+  b = float(agent.sampler.kernel.noise_bound(90))
+  assert b < 0.8 and agent.extras['noise_bound'] == ()
+  np.testing.assert_allclose(extras['noise_bound'], np.full(8, b), rtol=1e-6)
+  columns = {**extras, 'obs': obs, 'action': action, 'advantage': jnp.arange(8.0) - 3.5}
+  inputs = ActorInputs(obs, action, columns, agent.policy, agent.sampler, None, None)
+  _, aux = agent.signal.loss(state.actor.params, inputs, jax.random.PRNGKey(3))
+  assert float(jnp.max(jnp.abs(aux['ratio'] - 1.0))) < 1e-5
+  full = {k: v for k, v in columns.items() if k != 'noise_bound'}
+  _, aux_full = agent.signal.loss(state.actor.params, inputs._replace(columns=full),
+                                  jax.random.PRNGKey(3))
+  assert float(jnp.max(jnp.abs(aux_full['ratio'] - 1.0))) > 1e-3

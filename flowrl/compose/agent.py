@@ -29,7 +29,7 @@ from flowrl.primitives import normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
 from flowrl.primitives.critic import Batch
 from flowrl.primitives.sampler import best_of_n, draw
-from flowrl.primitives.transition_kernel import FineTuned
+from flowrl.primitives.transition_kernel import chain_params
 
 
 class ActorState(NamedTuple):
@@ -194,8 +194,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
   needs_reference = 'reference_actor' in signal.requires | reg.requires | sampler.requires
-  split = bool(getattr(sampler.kernel, 'fine_tune_steps', 0))   # a frozen base begins chains
-  acting = lambda s: FineTuned(s.actor.params, s.reference) if split else s.actor.params
+  acting = lambda s: chain_params(sampler.kernel, s.actor.params, s.reference, s.step)
 
   def init(key) -> TrainState:
     a_key, c_key = jax.random.split(key)

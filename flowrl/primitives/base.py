@@ -81,8 +81,9 @@ class Policy(NamedTuple):
   noised: Optional[Callable] = None        # (a0, key) -> (x_t, t, eps, alpha, sigma), same grid
   condition: Optional[Callable] = None     # (params, obs) -> per-state features, once per chain
   predict_cond: Optional[Callable] = None  # (params, condition, x_t, t) -> network output
-  noise_std: Optional[Callable] = None     # (params, obs, x_t, t) -> σ [B, A]: a learned noise
-                                           #   head ('noise_head', ReinFlow)
+  noise_std: Optional[Callable] = None     # (params, obs, x_t, t, bound) -> σ [B, A]: a learned
+                                           #   noise head ('noise_head', ReinFlow); bound: the
+                                           #   fraction of its range in use (None: all)
   env_action: Optional[Callable] = None    # (sample) -> the env's action, where a distribution's
                                            #   sample is not the action itself (GenPO's doubled
                                            #   action x = (z, y) -> (z + y)/2; 'coupled')

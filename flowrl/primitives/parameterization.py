@@ -199,14 +199,19 @@ def _cfm_loss_at(predict, to_eps_x0, coefficients, native_target):
 def _noise_head(spec: EnvSpec, std_range, hidden=(64, 64)):
   """ReinFlow's exploration-noise network: σ_φ(s, x_t, t) = exp(½ log σ²) with
   log σ² = log σ²_min + (log σ²_max − log σ²_min)·(tanh(h) + 1)/2, h = MLP(64, 64, tanh)([s, x_t, t])
-  (ReinFlow model/flow/mlp_flow.py). Returns (init, noise_std)."""
-  lo, hi = (2.0 * jnp.log(v) for v in std_range)
+  (ReinFlow model/flow/mlp_flow.py). With `bound` b (a scalar or per row), σ_max becomes
+  σ_min + b·(σ_max − σ_min), as ReinFlow's `set_noise_range` moves it. Returns (init, noise_std)."""
+  s_min, s_max = std_range
+  lo = 2.0 * jnp.log(s_min)
   net = hk.without_apply_rng(hk.transform(lambda obs, x, t: networks.mlp(
       hidden, spec.act_dim, 'tanh', 'noise_head')(jnp.concatenate([obs, x, t], axis=-1))))
 
-  def noise_std(params, obs, x, t):
+  def noise_std(params, obs, x, t, bound=None):
     t = jnp.broadcast_to(jnp.reshape(t, t.shape + (1,) * (x.ndim - t.ndim)), x.shape[:-1] + (1,))
     h = net.apply(params, obs, x, t)
+    top = s_max if bound is None else s_min + jnp.reshape(bound, jnp.shape(bound) + (1,) * (
+        x.ndim - jnp.ndim(bound))) * (s_max - s_min)
+    hi = 2.0 * jnp.log(top)
     return jnp.exp(0.5 * (lo + (hi - lo) * (jnp.tanh(h) + 1.0) / 2.0))
 
   init = lambda key: net.init(key, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)),

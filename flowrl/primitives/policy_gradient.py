@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flowrl.errors import ConfigError
 from flowrl.primitives.base import ActorInputs, Signal, primitive
 from flowrl.primitives.sampler import draw
-from flowrl.primitives.transition_kernel import (FineTuned, chain_log_probs, initial_log_prob,
+from flowrl.primitives.transition_kernel import (ChainParams, chain_log_probs, initial_log_prob,
                                                  sample_chain, scored_steps)
 
 
@@ -111,9 +111,14 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
 
   def collect(policy, sampler, params, obs, key):
     action, chain = sample_chain(sampler.kernel, policy, params, obs, key, sampler.steps, True)
-    trained = params.params if isinstance(params, FineTuned) else params
-    log_prob, _ = chain_log_probs(sampler.kernel, policy, trained, obs, chain, sampler.steps)
-    return action, {'chain': chain, 'chain_log_prob': log_prob}
+    drawn = params if isinstance(params, ChainParams) else ChainParams(params)
+    bound = drawn.noise_bound
+    if bound is not None:              # each chain is re-scored with the bound it was drawn with
+      bound = jnp.broadcast_to(bound, obs.shape[:1])
+    log_prob, _ = chain_log_probs(sampler.kernel, policy, drawn.params, obs, chain, sampler.steps,
+                                  noise_bound=bound)
+    return action, {'chain': chain, 'chain_log_prob': log_prob,
+                    **({} if bound is None else {'noise_bound': bound})}
 
   def loss(params, inp: ActorInputs, key):
     chain, old = inp.columns['chain'], inp.columns['chain_log_prob']
@@ -124,7 +129,7 @@ def ppo_clip_chain(mode: str = 'per_step', clip: float = 0.1, clip_base: float =
                         "minibatch row, which only ppo_clip_chain.mode='per_step' scores; bind "
                         "rollout_source.unit='env_step' with mode='joint'.")
     new, entropy = chain_log_probs(inp.sampler.kernel, inp.policy, params, inp.obs, chain, steps,
-                                   index)
+                                   index, inp.columns.get('noise_bound'))
     if index is None:                    # i: the index among the K_ft scored steps
       i = jnp.arange(scored)[None]                                               # [1, K_ft]
     else:                                # (env step, denoising step) rows: step i of each

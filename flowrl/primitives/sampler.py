@@ -121,7 +121,7 @@ def ddpm(clip_denoised: bool = True) -> Sampler:
   """DDPM ancestral sampling (Ho et al. 2020) on any path with decreasing SNR; x̂0 clipped.
   Kernel: μ = c₀·x̂0 + c_t·x_k, σ² the posterior variance β̃_k of q(x_{k−1} | x_k, x̂0)."""
 
-  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s, noise_bound=None):
     _, x0 = policy.to_eps_x0(out, x, a_t, s_t)
     x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
     c0, ct, var = _posterior(a_t, s_t, a_s, s_s)
@@ -135,7 +135,7 @@ def ddim(eta: float = 0.0, clip_denoised: bool = True) -> Sampler:
   """DDIM (Song et al. 2021): deterministic at η = 0, DDPM's variance at η = 1. Kernel:
   μ = α_{k−1}·x̂0 + sqrt(σ²_{k−1} − c²)·ε̂, σ = c = η·σ_ddpm (a likelihood needs η > 0)."""
 
-  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s, noise_bound=None):
     eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
     x0 = jnp.clip(x0, -1.0, 1.0) if clip_denoised else x0
     c = eta * jnp.sqrt(_posterior(a_t, s_t, a_s, s_s)[2])
@@ -191,7 +191,7 @@ def euler_maruyama(eta: float = 1.0) -> Sampler:
   η = 0 is the Euler ODE step (the `euler` sampler on a flow). Works on every chain policy: a VP
   diffusion, or a rectified flow through its score."""
 
-  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s, noise_bound=None):
     eps, x0 = policy.to_eps_x0(out, x, a_t, s_t)
     return (x - (a_t - a_s) * x0 - (1 + eta) * (s_t - s_s) * eps,
             jnp.sqrt(2 * eta * s_t * jnp.maximum(s_t - s_s, 0.0)))
@@ -200,20 +200,40 @@ def euler_maruyama(eta: float = 1.0) -> Sampler:
 
 
 @primitive('sampler')
-def noisy_euler(sigma: float = 0.1, learned_std: bool = False, clip_mean: bool = True) -> Sampler:
+def noisy_euler(sigma: float = 0.1, learned_std: bool = False, clip_mean: bool = True,
+                bound_decay_steps: int = 0, bound_hold: float = 0.35,
+                bound_decay_ratio: float = 0.7) -> Sampler:
   """The flow's Euler step with Gaussian noise injected (ReinFlow, Zhang et al. 2025; FPO's
   'denoising_mdp'): μ = x_t − Δ·v_θ(s, x_t, t), clipped to [−1, 1] with `clip_mean` (ReinFlow), and
   σ = `sigma`, or with `learned_std` the policy's noise head σ_φ(s, x_t, t) ∈ [σ_min, σ_max]
-  (a flow built with `noise_head`)."""
+  (a flow built with `noise_head`). `bound_decay_steps` N > 0 schedules the head's upper bound
+  over N updates (ReinFlow's 'learn_decay', train_ppo_flow_agent.py and scheduler_simple.py):
+  held for a fraction `bound_hold` h of training, then cosine-annealed to
+  (1 − r)·σ_min + r·σ_max, r = `bound_decay_ratio`: after u updates
+    σ_max(u) = σ_min + b(u)·(σ_max − σ_min),
+    b(u) = r + (1 − r)·½(1 + cos(π·clip((u/N − h)/(1 − h), 0, 1))).
+  A rollout draws (and is re-scored) with the bound at the update count it starts at; ReinFlow
+  moves the bound after each iteration, so its iteration i draws with the bound of i − 1, and it
+  counts iterations where u counts the updates made (a KL early stop makes fewer)."""
+  if bound_decay_steps and not learned_std:
+    from flowrl.errors import ConfigError
+    raise ConfigError('noisy_euler.bound_decay_steps schedules the learned noise std\'s upper '
+                      'bound; bind noisy_euler.learned_std=True with it.')
 
-  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s):
+  def bound(step):
+    progress = jnp.clip((step / bound_decay_steps - bound_hold) / (1.0 - bound_hold), 0.0, 1.0)
+    return bound_decay_ratio + (1.0 - bound_decay_ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+  def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s, noise_bound=None):
     mean = x - (s_t - s_s) * out          # σ_t = t on the rectified path, so Δt = σ_t − σ_s
     mean = jnp.clip(mean, -1.0, 1.0) if clip_mean else mean
-    std = policy.noise_std(params, obs, x, t) if learned_std else jnp.full_like(mean, sigma)
+    std = (policy.noise_std(params, obs, x, t, noise_bound) if learned_std
+           else jnp.full_like(mean, sigma))
     return mean, std
 
-  return _kernel_rule('noisy_euler', {'velocity', 'noise_head'} if learned_std else {'velocity'},
+  rule = _kernel_rule('noisy_euler', {'velocity', 'noise_head'} if learned_std else {'velocity'},
                       mean_std)
+  return _with_kernel(rule, rule.kernel._replace(noise_bound=bound)) if bound_decay_steps else rule
 
 
 @primitive('sampler')
