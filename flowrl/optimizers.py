@@ -15,12 +15,13 @@ DECAYS = ('linear', 'cosine')
 
 def _adam(learning_rate: float, max_grad_norm: float, final_learning_rate: Optional[float],
           decay_steps: int, eps: float, decay: str, name: str, weight_decay: float = 0.0,
-          kl_target: Optional[float] = None):
-  """Adam (optax.adam, ε = `eps`; optax.adamw with `weight_decay`), optionally after global-norm
-  clipping, with the learning rate decayed from `learning_rate` to `final_learning_rate` over
-  `decay_steps` optimizer steps, linearly (optax.linear_schedule) or on a cosine
-  (optax.cosine_decay_schedule), or adapted to a KL target (`kl_target`: the learning rate is a
-  hyperparameter in the optimizer state, optax.inject_hyperparams, moved by `adapt_to_kl`)."""
+          kl_target: Optional[float] = None, b2: float = 0.999):
+  """Adam (optax.adam, ε = `eps`, second-moment decay `b2`; optax.adamw with `weight_decay`),
+  optionally after global-norm clipping, with the learning rate decayed from `learning_rate` to
+  `final_learning_rate` over `decay_steps` optimizer steps, linearly (optax.linear_schedule) or
+  on a cosine (optax.cosine_decay_schedule), or adapted to a KL target (`kl_target`: the
+  learning rate is a hyperparameter in the optimizer state, optax.inject_hyperparams, moved by
+  `adapt_to_kl`)."""
   if decay not in DECAYS:
     raise ConfigError(f'{name}.decay={decay!r} is not one of {DECAYS}.')
   if not eps > 0:
@@ -30,8 +31,8 @@ def _adam(learning_rate: float, max_grad_norm: float, final_learning_rate: Optio
                       f'bind one of them.')
 
   def make(lr):
-    adam = (optax.adamw(lr, eps=eps, weight_decay=weight_decay) if weight_decay
-            else optax.adam(lr, eps=eps))
+    adam = (optax.adamw(lr, b2=b2, eps=eps, weight_decay=weight_decay) if weight_decay
+            else optax.adam(lr, b2=b2, eps=eps))
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam) if max_grad_norm else adam
 
   if kl_target is not None:
@@ -63,21 +64,21 @@ def adapt_to_kl(opt_state, approx_kl, low: float = 1e-5, high: float = 1e-2):
 def actor_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
                     final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000,
                     eps: float = 1e-8, decay: str = 'linear', weight_decay: float = 0.0,
-                    kl_target: Optional[float] = None):
+                    kl_target: Optional[float] = None, b2: float = 0.999):
   """Adam for the actor (ε 1e-8, optax's and flow-rl's default); optional global-norm clipping,
   decoupled weight decay (AdamW), and a linear or cosine learning-rate decay to
   `final_learning_rate` or an adaptive-KL learning rate (`kl_target`, on-policy)."""
   return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps, eps, decay,
-               'actor_optimizer', weight_decay, kl_target)
+               'actor_optimizer', weight_decay, kl_target, b2)
 
 
 @gin.configurable(module='flowrl')
 def critic_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
                      final_learning_rate: Optional[float] = None, decay_steps: int = 1_000_000,
                      eps: float = 1e-8, decay: str = 'linear', weight_decay: float = 0.0,
-                     kl_target: Optional[float] = None):
+                     kl_target: Optional[float] = None, b2: float = 0.999):
   """Adam for the critic (ε 1e-8); optional global-norm clipping, AdamW's weight decay, and a
   linear or cosine learning-rate decay to `final_learning_rate` or an adaptive-KL learning rate
   (`kl_target`: moved by the actor's approximate KL, on-policy)."""
   return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps, eps, decay,
-               'critic_optimizer', weight_decay, kl_target)
+               'critic_optimizer', weight_decay, kl_target, b2)

@@ -170,22 +170,24 @@ def test_fpo_ratio_averages_the_losses_before_the_exp():
 
 
 def test_fpo_plus_plus_aspo_objective_per_pair():
-  old = np.array([[1.0, 2.0], [2.0, 25.0], [0.5, 14.0]])
-  new = np.array([[0.9, 1.0], [2.3, 1.0], [0.4, 1.0]])
-  adv = np.array([2.0, -3.0, -150.0])
-  columns = {'fpo_t': jnp.zeros((3, 2)), 'fpo_eps': jnp.zeros((3, 2, 1)),
+  old = np.array([[1.0, 2.0], [2.0, 25.0], [0.5, 14.0], [1.0, 0.5]])
+  new = np.array([[0.9, 1.0], [2.3, 1.0], [0.4, 1.0], [1.2, 12.5]])
+  adv = np.array([2.0, -3.0, -150.0, 1.0])
+  columns = {'fpo_t': jnp.zeros((4, 2)), 'fpo_eps': jnp.zeros((4, 2, 1)),
              'fpo_loss': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
   sig = PG.fpo_ratio(samples=2, clip=0.05, per_sample=True, objective='aspo',
                      normalize_advantage=False)
-  inputs = ActorInputs(jnp.zeros((3, 1)), jnp.zeros((3, 1)), columns, _fpo_policy(new), None, None, None)
+  inputs = ActorInputs(jnp.zeros((4, 1)), jnp.zeros((4, 1)), columns, _fpo_policy(new), None, None, None)
   params = jnp.asarray(new, jnp.float32)
   loss, aux = sig.loss(params, inputs, None)
-  delta = np.minimum(np.minimum(old, 20) - np.minimum(new, 20), 10.0)   # 25 → 20: δ 19 → 10
+  # 25 → 20: δ 19 → 10, and δ = −12 → −10 (clamped on both sides, as fpopp.py's clamp_ste)
+  delta = np.clip(np.minimum(old, 20) - np.minimum(new, 20), -10.0, 10.0)
   r = np.exp(delta)
   a = np.clip(adv, -100, 100)[:, None]
   ppo = np.minimum(r * a, np.clip(r, 0.95, 1.05) * a)
   spo = r * a - np.abs(a) / 0.1 * (r - 1) ** 2
   np.testing.assert_allclose(float(loss), -np.mean(np.where(a >= 0, ppo, spo)), rtol=1e-5)
+  np.testing.assert_allclose(aux['ratio'], r, rtol=1e-5)
   # The clamp at 10 is straight-through: the clamped pair (Â < 0, SPO's side) keeps its gradient.
   grad = jax.grad(lambda p: sig.loss(p, inputs, None)[0])(params)
   assert float(jnp.abs(grad[1, 1])) > 0

@@ -131,7 +131,7 @@ def test_a_bad_per_task_binding_is_one_sentence():
                                        "per_task.bindings = {'Hopper-v5': ['nonsense.x = 1']}"])
 
 
-def test_adam_epsilon_and_cosine_decay_reach_the_step():
+def test_adam_epsilon_b2_and_cosine_decay_reach_the_step():
   # Adam's first step is -lr * g / (|g| + eps): with g = eps = 1e-5 it is half the learning rate
   opt = actor_optimizer(learning_rate=1.0, eps=1e-5)
   g = {'w': jnp.array([1e-5])}
@@ -147,3 +147,12 @@ def test_adam_epsilon_and_cosine_decay_reach_the_step():
   np.testing.assert_allclose(update['w'], [-0.5], rtol=1e-4)
   with pytest.raises(ConfigError, match="actor_optimizer.decay='step' is not one of"):
     actor_optimizer(decay='step')
+  # b2 (FPO++'s 0.95): after gradients 1 then 0, the second step is
+  # -m̂/√v̂ = -(0.9·0.1/0.19)/√(b2(1 − b2)/(1 − b2²)) with m̂, v̂ bias-corrected
+  for b2 in (0.95, 0.999):
+    opt = actor_optimizer(learning_rate=1.0, eps=1e-12, b2=b2)
+    state = opt.init({'w': jnp.zeros(1)})
+    _, state = opt.update({'w': jnp.ones(1)}, state)
+    update, _ = opt.update({'w': jnp.zeros(1)}, state)
+    m_hat, v_hat = 0.09 / 0.19, b2 * (1 - b2) / (1 - b2 ** 2)
+    np.testing.assert_allclose(update['w'], [-m_hat / np.sqrt(v_hat)], rtol=1e-4)
