@@ -26,10 +26,11 @@ COMMON = ['train.total_frames=10000', 'train.random_frames=1000', 'train.learnin
 EXTRA = {
     'sac': [], 'qsm': [],
     'td3': [],                                       # random_frames 1000 from COMMON (not 25k)
-    'dipo': ['sampler.steps=10', 'vp_diffusion.train_steps=10'],
+    'dipo': [],                                      # FAST (measured: −225, gain 1393)
     'dacer': ['sampler.steps=10', 'vp_diffusion.train_steps=10', 'estimated_entropy.every=1000',
               'estimated_entropy.num_samples=50'],
-    # the later methods with 5 denoising steps and batch 128, to keep CI within its budget
+    # the later methods (and DIPO) with 5 denoising steps and batch 128, to keep CI within its
+    # budget
     'sdac': ['reverse_sampling.num_samples=64'],
     'idem': ['reverse_sampling_grad.num_samples=64'],
     'dpmd': ['q_weighted_particles.num_particles=16', 'q_weighted_particles.refresh_every=100'],
@@ -40,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 FAST = ['sampler.steps=5', 'vp_diffusion.train_steps=5', 'train.batch_size=128']
-LATER = ('sdac', 'idem', 'dpmd', 'gempo', 'qvpo')
+LATER = ('dipo', 'sdac', 'idem', 'dpmd', 'gempo', 'qvpo')
 
 
 SEEDS = [0, 1]
