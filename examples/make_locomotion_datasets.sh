@@ -34,7 +34,8 @@ for task in "${TASKS[@]}"; do
   run="$RUNS/$(basename "$EXPERT_GIN" .gin)-$task"
   if [ ! -d "$run/checkpoints" ]; then
     # every checkpoint is kept (train.keep_checkpoints=0): medium comes from an earlier one
-    python -m flowrl.run --gin="$EXPERT_GIN" --bind "env.name='$task'" --run-dir "$run" --no-progress \
+    python -m flowrl.run --gin="$EXPERT_GIN" --bind "env.name='$task'" --run-dir "$run" \
+      --no-progress \
       --bind "train.total_frames=$EXPERT_FRAMES" --bind "train.checkpoint_every=$CKPT_EVERY" \
       --bind "train.eval_every=$CKPT_EVERY" --bind train.keep_checkpoints=0
   fi
@@ -54,7 +55,9 @@ PY
   if want medium; then
     collect --policy "$run@$medium" --noise "$NOISE" --steps "$STEPS" --id "flowrl/$name/medium-v0"
   fi
-  if want medium-replay; then collect --replay "$run@$medium" --id "flowrl/$name/medium-replay-v0"; fi
+  if want medium-replay; then
+    collect --replay "$run@$medium" --id "flowrl/$name/medium-replay-v0"
+  fi
   if want random; then
     collect --policy random --env "$task" --steps "$STEPS" --id "flowrl/$name/random-v0"
   fi

@@ -177,7 +177,8 @@ def test_fpo_plus_plus_aspo_objective_per_pair():
              'fpo_loss': jnp.asarray(old, jnp.float32), 'advantage': jnp.asarray(adv, jnp.float32)}
   sig = PG.fpo_ratio(samples=2, clip=0.05, per_sample=True, objective='aspo',
                      normalize_advantage=False)
-  inputs = ActorInputs(jnp.zeros((4, 1)), jnp.zeros((4, 1)), columns, _fpo_policy(new), None, None, None)
+  inputs = ActorInputs(jnp.zeros((4, 1)), jnp.zeros((4, 1)), columns, _fpo_policy(new), None,
+                       None, None)
   params = jnp.asarray(new, jnp.float32)
   loss, aux = sig.loss(params, inputs, None)
   # 25 → 20: δ 19 → 10, and δ = −12 → −10 (clamped on both sides, as fpopp.py's clamp_ste)
