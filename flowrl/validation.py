@@ -22,11 +22,14 @@ import gin
 
 from flowrl.errors import ConfigError
 
-AT_LEAST_ONE = re.compile(r'^(steps|.*_steps|every|.*_every|num|num_.*|.*_samples|best_of|'
+ZERO_OFF = ('fine_tune_steps', 'bound_decay_steps')   # counts whose 0 means "off"
+AT_LEAST_ONE = re.compile(r'^(steps|(?!' + '|'.join(n + '$' for n in ZERO_OFF) + r').*_steps|every|'
+                          r'.*_every|num|num_.*|.*_samples|best_of|'
                           r'eval_best_of|components|eval_episodes|batch_size|buffer_size|'
                           r'total_frames|refresh_every|time_dim|envs_per_seed)$')
-AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|fused_frames|keep_checkpoints|max_grad_norm|final_learning_rate|.*_std|.*_clip|'
-                           r'noise_scale|particle_noise|loss_clip|weight)$')
+AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|fused_frames|keep_checkpoints|'
+                           r'max_grad_norm|final_learning_rate|.*_std|.*_clip|noise_scale|'
+                           r'particle_noise|loss_clip|weight|' + '|'.join(ZERO_OFF) + r')$')
 POSITIVE = re.compile(r'^(learning_rate|eps|scale|score_scale|temperature|'
                       r'target_kl|alpha_init|updates_per_frame|reward_scale)$')
 LAYERS = re.compile(r'^(hidden|.*_hidden)$')

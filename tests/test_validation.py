@@ -84,6 +84,9 @@ def test_legal_mix_compiles(mix):
     ('dipo', 'action_gradient.steps=2.5', ['action_gradient.steps = 2.5 must be an integer']),
     ('sdac', 'sampler.best_of=0', ['sampler.best_of = 0 must be at least 1']),
     ('td3', 'action_noise.behaviour_std=-0.1', ['action_noise.behaviour_std = -0.1 must not be negative']),
+    ('dppo', 'sampler.fine_tune_steps=-1', ['sampler.fine_tune_steps = -1 must not be negative']),
+    ('reinflow', 'noisy_euler.bound_decay_steps=-5',
+     ['noisy_euler.bound_decay_steps = -5 must not be negative']),
 ])
 def test_bad_numbers_and_types_are_one_sentence(method_file, binding, words):
   from flowrl import run as cli
@@ -100,13 +103,20 @@ def test_a_batch_larger_than_the_buffer_is_refused():
     cli.build()
 
 
+def test_counts_whose_zero_means_off_accept_zero():
+  from flowrl import run as cli
+  cli.parse_config(['gin/dppo_finetune.gin'], ['sampler.fine_tune_steps=0'])
+  cli.parse_config(['gin/reinflow.gin'], ['noisy_euler.bound_decay_steps=0'])
+
+
 def test_every_shipped_gin_file_passes_the_checks():
   import glob
   import os
   from flowrl import run as cli
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for path in sorted(glob.glob(os.path.join(root, 'gin', '*.gin')) +
-                     glob.glob(os.path.join(root, 'examples', '*.gin'))):
+                     glob.glob(os.path.join(root, 'examples', '*.gin')) +
+                     glob.glob(os.path.join(root, 'benchmarks', 'gin', '*', '*.gin'))):
     for env in ([], [os.path.join(root, 'gin', 'env', 'pendulum.gin')],
                 [os.path.join(root, 'gin', 'env', 'dmc.gin')]):
       cli.parse_config([path] + env, [])
