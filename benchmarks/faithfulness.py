@@ -40,7 +40,7 @@ EVAL_EVERY = {'ppo': 50_000}
 # The diffusion/flow on-policy methods side by side on Hopper-v5 at one frame budget, in a common
 # small setting (benchmarks/gin/onpolicy_small/: 2x64 networks, 8 envs x 256 steps; their
 # papers' settings are for 1M+ frames on GPUs), with PPO in the same setting as the baseline.
-GENERATIVE = {f'{m}-small': 200_000 for m in ('ppo', 'dppo', 'reinflow', 'fpo', 'genpo')}
+GENERATIVE = {f'{m}-small': 200_000 for m in ('ppo', 'dppo', 'reinflow', 'fpo', 'fpopp', 'genpo')}
 GENERATIVE_TASKS = ('Hopper-v5',)
 EVAL_EVERY.update({m: 20_000 for m in GENERATIVE})
 _PPO_FIGURES = {'Hopper-v5': (2449, 2410), 'Walker2d-v5': (3142, 3479),
@@ -75,14 +75,16 @@ REMARKS = {
         'published PPO figures differ most (ppo2 2149, SB3 5819); the gap is open, not explained.',
     ('ppo-small', 'Hopper-v5', 200_000):
         'the on-policy generative group (ppo-small, dppo-small, reinflow-small, fpo-small, '
-        'genpo-small) shares one small setting (benchmarks/gin/onpolicy_small/: 8 envs x 256 steps, '
-        '2x64 networks, observation normalization), learning from scratch; there is no published '
-        'figure for it (the papers fine-tune pretrained policies, DPPO and ReinFlow, or run 1M+ '
-        'frames on GPUs). At 200k frames Gaussian PPO leads (mean 1426); DPPO (1080) and ReinFlow '
-        '(804) follow with one seed each far from the others (DPPO 2733, ReinFlow 168); FPO (386) '
-        'and GenPO (266) are far behind (a random policy scores about 10 here), in a setting far '
-        'from their papers\' (FPO: 16 epochs and reward x10 on GPU envs; GenPO: thousands of '
-        'parallel envs).',
+        'fpopp-small, genpo-small) shares one small setting (benchmarks/gin/onpolicy_small/: 8 '
+        'envs x 256 steps, 2x64 networks, observation normalization), learning from scratch; '
+        'there is no published figure for it (the papers fine-tune pretrained policies, DPPO and '
+        'ReinFlow, or run 1M+ frames on GPUs). At 200k frames Gaussian PPO leads (mean 1426); '
+        'DPPO (1080) and ReinFlow (804) follow with one seed each far from the others (DPPO 2733, '
+        'ReinFlow 168); FPO (386), GenPO (338, with its exact constant log-determinant; 266 with '
+        'the float32 slogdet of its code) and FPO++ (245, three seeds near 100 and one at 672) '
+        'are far behind (a random policy scores about 10 here), in a setting far from their '
+        'papers\' (FPO: 16 epochs and reward x10 on GPU envs; GenPO and FPO++: thousands of '
+        'parallel envs; FPO++\'s per-pair ASPO, benchmarks/fpopp_variants.py).',
 }
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'faithfulness.json')
 DOC = os.path.join(ROOT, 'docs', 'benchmarks.md')

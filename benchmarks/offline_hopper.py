@@ -3,14 +3,15 @@ and FQL at one update budget over several seeds (trained together, vmapped), the
 iterate's D4RL-normalized score with rliable stratified-bootstrap 95% CIs; writes
 benchmarks/results/offline_hopper.json and its section of docs/benchmarks.md.
 
-The dataset (`flowrl/hopper/medium-v0` under MINARI_DATASETS_PATH) is made first with
-  python -m flowrl.collect --policy RUN_DIR --noise policy --steps 200000 \
-      --id flowrl/hopper/medium-v0 --ref-max 3234.3
-from a PPO policy at about a third of expert return (see docs/offline.md). Published D4RL
+The dataset (`flowrl/hopper/medium-v0` under MINARI_DATASETS_PATH) is made first by the recipe
+  EXPERT_GIN=gin/ppo.gin LEVELS=medium NOISE=policy STEPS=200000 CKPT_EVERY=25000 \
+      examples/make_locomotion_datasets.sh Hopper-v5
+(an expert PPO run of 1M frames; medium: its checkpoint nearest a third of the expert's return,
+acting with its Gaussian noise; ref_max: the expert's deterministic return). Published D4RL
 numbers are context, never a gate: the data differs (MuJoCo v5, another policy).
 Then, with --finetune METHOD, DPPO fine-tunes that method's offline policies online.
 Usage: python benchmarks/offline_hopper.py [--methods ...] [--updates 10000] [--seeds 3]
-       [--finetune dql --finetune-frames 40000]
+       [--behaviour 'TEXT'] [--finetune diffusion_bc --finetune-frames 40000]
 """
 import argparse
 import csv
@@ -55,27 +56,33 @@ def run_method(method: str, updates: int, seeds: int, work: str, every: int) -> 
   return curves
 
 
-FINETUNE = [  # DPPO (gin/dppo.gin) on the offline policy's network, schedule and 5 steps
+FINETUNE = [  # DPPO's fine-tuning (gin/dppo_finetune.gin) on the offline policy's network,
+    # schedule and 5 steps, the last 3 fine-tuned (the paper: 10 of 20), 4 envs (the paper: 40)
     'env.name="Hopper-v5"', 'DenoiserNet.hidden=(256, 256, 256)', 'DenoiserNet.obs_hidden=()',
     'DenoiserNet.time_dim=16', 'DenoiserNet.activation="mish"',
     'vp_diffusion.schedule=@linear_schedule', 'linear_schedule.beta_min=0.1',
     'linear_schedule.beta_max=10.0', 'sampler.steps=5', 'vp_diffusion.train_steps=5',
-    'train.envs_per_seed=4', 'rollout_source.steps=500', 'rollout_source.minibatches=50',
-    'train.eval_episodes=10']
+    'sampler.fine_tune_steps=3', 'train.envs_per_seed=4', 'rollout_source.steps=500',
+    'rollout_source.minibatches=4', 'train.eval_episodes=10']
 
 
-def finetune(method: str, frames: int, seeds: int, work: str, every: int) -> dict:
+def finetune(method: str, frames: int, seeds: int, work: str, every: int,
+             all_steps: bool = False) -> dict:
   """DPPO online from the offline run of `method` (--init-from; each seed from its own seed):
-  the normalized score per evaluation, from the offline policy's last score on."""
+  the normalized score per evaluation, from the offline policy's last score on. `all_steps`:
+  the control, every denoising step fine-tuned (no frozen base)."""
   import gin
   from flowrl import run as cli
   from flowrl.runtime import driver
-  source, out = os.path.join(work, method), os.path.join(work, f'{method}-dppo')
+  tag = '-all-steps' if all_steps else ''
+  source, out = os.path.join(work, method), os.path.join(work, f'{method}-dppo{tag}')
   if not os.path.exists(os.path.join(out, 'done.json')):
     gin.clear_config()
-    cli.parse_config([os.path.join(ROOT, 'gin', 'dppo.gin')],
+    cli.parse_config([os.path.join(ROOT, 'gin', 'dppo_finetune.gin')],
                      FINETUNE + [f'train.total_frames={frames}', f'train.eval_every={every}',
-                                 f'train.checkpoint_every={every}'])
+                                 f'train.checkpoint_every={every}']
+                     + (['sampler.fine_tune_steps=0']
+                        if all_steps else []))
     agent, cfg, env = cli.build()
     driver.run(agent, cfg, env, out, progress=False, seeds=list(range(seeds)), init_from=source)
     json.dump({'done': True}, open(os.path.join(out, 'done.json'), 'w'))
@@ -103,16 +110,20 @@ def section(results: dict) -> str:
                  f"{', '.join(f'{x:.1f}' for x in e['final_scores'])} | {ci(e['mean'])} | "
                  f"{ci(e['iqm'])} | {', '.join(f'{x:.0f}' for x in e['final_returns'])} |")
   lines += ['', results['data']]
-  ft = results.get('finetune')
+  ft, control = results.get('finetune'), results.get('finetune_all_steps')
   if ft:
-    frames = next(iter(ft['curves'].values()))['frames']
-    mean = np.mean([c['normalized'] for c in ft['curves'].values()], axis=0)
     start = np.mean(results['methods'][ft['from']]['final_scores'])
-    lines += ['', f"Online fine-tuning with DPPO (`gin/dppo.gin` on the offline policy's network, "
-              f"5 steps, 4 envs × 500-step rollouts) from the {ft['from']} policies "
+    curve = lambda run: ', '.join(f'{f // 1000}k frames {m:.1f}' for f, m in zip(
+        next(iter(run['curves'].values()))['frames'],
+        np.mean([c['normalized'] for c in run['curves'].values()], axis=0)))
+    lines += ['', f"Online fine-tuning with DPPO (`gin/dppo_finetune.gin` on the offline "
+              f"policy's network: 5 steps, the last 3 fine-tuned from a frozen copy's first 2, "
+              f"clip 0.01, 4 envs × 500-step rollouts) from the {ft['from']} policies "
               f"({len(ft['curves'])} seeds, each from its own), normalized score averaged over "
-              f"seeds: offline {start:.1f}, then " + ', '.join(
-                  f'{f // 1000}k frames {m:.1f}' for f, m in zip(frames, mean)) + '.']
+              f"seeds: offline {start:.1f}, then {curve(ft)}."]
+    if control:
+      lines[-1] += (f' The control with every step fine-tuned (`sampler.fine_tune_steps=0`, '
+                    f'otherwise the same, 4 minibatches of 2500 pairs): {curve(control)}.')
   lines.append('<!-- offline-hopper:end -->')
   return '\n'.join(lines)
 
@@ -138,6 +149,8 @@ def main():
   p.add_argument('--finetune', default='', help='an offline method (diffusion_bc, dql) to '
                  'fine-tune online with DPPO after the offline runs')
   p.add_argument('--finetune-frames', type=int, default=40_000)
+  p.add_argument('--behaviour', default='', help="the data's behaviour and expert policies, for "
+                 'the report')
   args = p.parse_args()
   from flowrl.data import offline
   from flowrl.sweep import statistics as st
@@ -146,18 +159,14 @@ def main():
                                         data.ref_max_score)
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {'methods': {}}
   results['protocol'] = (
-      f'Seeds per method trained together (vmapped; the table says how many: Diffusion-QL and '
-      f'FQL ran with one, see docs/offline.md\'s known issue), {args.updates} updates at '
-      f'batch 256, '
+      f'Seeds per method trained together (vmapped), {args.updates} updates at batch 256, '
       f'10 evaluation episodes every {args.every} updates; the final iterate\'s normalized '
       f'score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s '
-      f'{data.ref_min_score:.1f}, '
-      f'R_max D4RL\'s Hopper reference {data.ref_max_score:.1f}; networks 3x256 for all four '
-      f'(FQL\'s own are 4x512), otherwise each gin file\'s settings.')
+      f'{data.ref_min_score:.1f}, R_max the expert\'s {data.ref_max_score:.1f}; networks 3x256 '
+      f'for all four (FQL\'s own are 4x512), otherwise each gin file\'s settings.')
   results['data'] = (
       f'Data: {DATASET}, {len(data.arrays["obs"])} transitions in {len(data.episode_returns)} '
-      f'episodes of a PPO policy trained 200k frames (benchmarks/gin/onpolicy_small/ppo.gin, '
-      f'seed 0, evaluation return 1033) acting with its Gaussian noise: episode return mean '
+      f'episodes of {args.behaviour}: episode return mean '
       f'{data.episode_returns.mean():.0f} (normalized {np.mean(data_score):.1f}). For context '
       f'only (other data), published on D4RL hopper-medium-v2 at 1M+ updates: BC 52.9 and IQL '
       f'66.3 (IQL paper), Diffusion-QL 90.5 (its paper).')
@@ -177,6 +186,8 @@ def main():
   if args.finetune:
     results['finetune'] = finetune(args.finetune, args.finetune_frames, args.seeds, args.work,
                                    args.finetune_frames // 4)
+    results['finetune_all_steps'] = finetune(args.finetune, args.finetune_frames, args.seeds,
+                                             args.work, args.finetune_frames // 4, True)
     json.dump(results, open(RESULTS, 'w'), indent=1)
     write_doc(results)
     print('finetune', results['finetune']['curves'], flush=True)
