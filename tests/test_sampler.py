@@ -201,3 +201,30 @@ def test_direct_sampler_log_prob_matches_change_of_variables():
   det = sampler.draw(sampler.sampler(sampler.direct()), policy, params, obs, jax.random.PRNGKey(1),
                      deterministic=True)
   np.testing.assert_allclose(det.action, np.tanh(mu)[None], atol=1e-6)
+
+
+@pytest.mark.parametrize('rule,kw', [(sampler.euler(), {}),
+                                     (sampler.noisy_euler(sigma=0.1), {'deterministic_eval': True})])
+def test_eval_from_zero_starts_deterministic_chains_at_zero(rule, kw):
+  """FPO++'s zero-sampling evaluation: a deterministic draw integrates from x_K = 0 (the same
+  action for every key, that of the chain run from zeros); a behaviour draw still starts from
+  noise, as without the option."""
+  policy = analytic.analytic_policy(parameterization.rectified_flow()(SPEC), 10, 'velocity')
+  plain = sampler.sampler(rule, steps=10, **kw)
+  zero = sampler.sampler(rule, steps=10, eval_from_zero=True, **kw)
+  obs = jnp.zeros((64, 1))
+  k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+  a1 = sampler.draw(zero, policy, None, obs, k1, True).action
+  a2 = sampler.draw(zero, policy, None, obs, k2, True).action
+  from_zeros = plain.sample(policy, None, obs, k1, 10, True, None, start=jnp.zeros((64, 1)))
+  np.testing.assert_allclose(a1, a2, atol=1e-6)
+  np.testing.assert_allclose(a1, from_zeros.action, atol=1e-6)
+  assert not np.allclose(sampler.draw(plain, policy, None, obs, k1, True).action, a1, atol=1e-3)
+  np.testing.assert_allclose(sampler.draw(zero, policy, None, obs, k1).action,
+                             sampler.draw(plain, policy, None, obs, k1).action, atol=1e-6)
+
+
+def test_eval_from_zero_needs_a_chain():
+  from flowrl.errors import ConfigError
+  with pytest.raises(ConfigError, match="'direct' runs no chain from x_K"):
+    sampler.sampler(sampler.direct(), eval_from_zero=True)

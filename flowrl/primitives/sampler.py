@@ -57,12 +57,12 @@ def best_of_n(sample: Callable, q: Callable, obs, key, n: int, with_values: bool
   return (action, values) if with_values else action
 
 
-def _run_chain(step_rule, policy, params, obs, key, steps, init_memory=lambda x: ()):
-  """x_K ~ N(0, I); for k = K..1: (x_{k−1}, m) = step_rule(x_k, out_k, α_k, σ_k, α_{k−1},
-  σ_{k−1}, key, m) with m a rule's memory (multistep solvers); returns clip(x_0)."""
+def _run_chain(step_rule, policy, params, obs, key, steps, init_memory=lambda x: (), start=None):
+  """x_K ~ N(0, I) (or `start`); for k = K..1: (x_{k−1}, m) = step_rule(x_k, out_k, α_k, σ_k,
+  α_{k−1}, σ_{k−1}, key, m) with m a rule's memory (multistep solvers); returns clip(x_0)."""
   alphas, sigmas = policy.path(steps)
   init_key, key = jax.random.split(key)
-  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,))
+  x = jax.random.normal(init_key, obs.shape[:-1] + (policy.act_dim,)) if start is None else start
   cond = policy.condition(params, obs)                 # loop-invariant: once per chain
 
   def body(carry, inputs):
@@ -90,13 +90,14 @@ def _posterior(a_t, s_t, a_s, s_s):
 def _chain_rule(name, requires, make_step, init_memory=None):
   """A Sampler from `make_step(policy) -> step(x, out, α_t, σ_t, α_s, σ_s, key)`, or with
   `init_memory(x)` a multistep `step(..., key, memory) -> (x, memory)`."""
-  def sample(policy, params, obs, key, steps, deterministic, q=None):
+  def sample(policy, params, obs, key, steps, deterministic, q=None, start=None):
     step = make_step(policy)
     if init_memory is None:
       rule = lambda *args: (step(*args[:-1]), args[-1])
-      return SampleOut(_run_chain(rule, policy, params, obs, key, steps))
-    return SampleOut(_run_chain(step, policy, params, obs, key, steps, init_memory))
-  return Sampler(name, frozenset({'differentiable'}), frozenset(requires), sample, steps=1)
+      return SampleOut(_run_chain(rule, policy, params, obs, key, steps, start=start))
+    return SampleOut(_run_chain(step, policy, params, obs, key, steps, init_memory, start))
+  return Sampler(name, frozenset({'differentiable', 'chain_start'}), frozenset(requires), sample,
+                 steps=1)
 
 
 def _kernel_rule(name, requires, mean_std, scorable=True):
@@ -104,15 +105,16 @@ def _kernel_rule(name, requires, mean_std, scorable=True):
   the kernel and exposes it, so on-policy signals can score its chains ('kernel') where every
   step has a positive std. DDPM's and DDIM's last step has none (σ = 0): they become scorable
   with `sampler.min_logprob_std` > 0."""
-  provides = {'differentiable', 'kernel'} if scorable else {'differentiable'}
+  provides = {'differentiable', 'chain_start'} | ({'kernel'} if scorable else set())
   return _with_kernel(Sampler(name, frozenset(provides), frozenset(requires), None, steps=1),
                       Kernel(mean_std))
 
 
 def _with_kernel(s: Sampler, kernel: Kernel) -> Sampler:
-  def sample(policy, params, obs, key, steps, deterministic, q=None):
+  def sample(policy, params, obs, key, steps, deterministic, q=None, start=None):
     noise = not (deterministic and kernel.deterministic_eval)
-    return SampleOut(sample_chain(kernel, policy, params, obs, key, steps, noise=noise)[0])
+    return SampleOut(sample_chain(kernel, policy, params, obs, key, steps, noise=noise,
+                                  start=start)[0])
   return s._replace(sample=sample, kernel=kernel)
 
 
@@ -303,7 +305,8 @@ def direct() -> Sampler:
 def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
             eval_best_of: int = 1, min_sampling_std: float = 0.0, min_logprob_std: float = 0.0,
             noise_clip: float = 0.0, deterministic_eval: bool = False,
-            selection: str = 'argmax', fine_tune_steps: int = 0) -> Sampler:
+            selection: str = 'argmax', fine_tune_steps: int = 0,
+            eval_from_zero: bool = False) -> Sampler:
   """A sampling rule with its step count and best-of-N (by min-ensemble Q) when collecting
   (`best_of`) and when evaluating (`eval_best_of`); 1 means no selection. On a rule with a
   transition kernel: floors of the sampling and the likelihood std, and the clip of the standard
@@ -313,7 +316,9 @@ def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
   (Diffusion-QL's evaluation over 50 samples). `fine_tune_steps` = K_ft in 1..steps−1 (kernel
   rules): a frozen copy of the actor the run started from (its --init-from policy) draws the
   first steps − K_ft steps and the trained actor the last K_ft, which alone are scored (DPPO's
-  fine-tuning, Ren et al. 2024: K_ft = 10 of 20); 0: the trained actor draws every step."""
+  fine-tuning, Ren et al. 2024: K_ft = 10 of 20); 0: the trained actor draws every step.
+  `eval_from_zero` (chain rules): a deterministic draw (evaluation) starts its chain at x_K = 0
+  instead of noise (FPO++'s zero-sampling evaluation, Yi, Choi et al. 2026)."""
   from flowrl.errors import ConfigError
   if selection not in ('argmax', 'softmax'):
     raise ConfigError(f"sampler.selection is {selection!r}; choices: 'argmax', 'softmax'.")
@@ -333,5 +338,16 @@ def sampler(rule: Sampler = gin.REQUIRED, steps: int = 20, best_of: int = 1,
       rule = rule._replace(provides=rule.provides | {'kernel'})
     if fine_tune_steps:                # the frozen base, and a signal that scores only K_ft steps
       rule = rule._replace(requires=rule.requires | {'reference_actor', 'split_chain'})
+  if eval_from_zero:
+    if 'chain_start' not in rule.provides:
+      raise ConfigError(f"sampler.eval_from_zero starts a chain at x_K = 0; '{rule.name}' runs no "
+                        f"chain from x_K (chain rules: ddpm, ddim, euler, euler_maruyama, "
+                        f"noisy_euler, dpm_solver_2m).")
+    inner = rule.sample
+
+    def from_zero(policy, params, obs, key, steps, deterministic, q=None):
+      start = jnp.zeros(obs.shape[:-1] + (policy.act_dim,)) if deterministic else None
+      return inner(policy, params, obs, key, steps, deterministic, q, start=start)
+    rule = rule._replace(sample=from_zero)
   return rule._replace(steps=steps, best_of=best_of, eval_best_of=eval_best_of,
                        selection=selection)
