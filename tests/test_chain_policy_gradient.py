@@ -469,6 +469,8 @@ def test_reinflow_noise_bound_follows_its_learn_decay_schedule():
   np.testing.assert_allclose(top, want, rtol=1e-6)
   with pytest.raises(ConfigError, match='learned_std=True'):
     S.noisy_euler(bound_decay_steps=100)
+  with pytest.raises(ConfigError, match=r'bound_hold is 1.0; it must be in \[0, 1\)'):
+    S.noisy_euler(learned_std=True, bound_decay_steps=100, bound_hold=1.0)
 
 
 def test_a_bounded_noise_head_keeps_its_position_in_a_narrower_range():

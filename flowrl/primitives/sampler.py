@@ -24,6 +24,7 @@ from typing import Callable
 import gin
 import jax
 import jax.numpy as jnp
+import optax
 
 from flowrl.primitives.base import Sampler, SampleOut, primitive
 from flowrl.primitives.q_values import min_q, min_q_action_grad
@@ -217,14 +218,19 @@ def noisy_euler(sigma: float = 0.1, learned_std: bool = False, clip_mean: bool =
   A rollout draws (and is re-scored) with the bound at the update count it starts at; ReinFlow
   moves the bound after each iteration, so its iteration i draws with the bound of i − 1, and it
   counts iterations where u counts the updates made (a KL early stop makes fewer)."""
-  if bound_decay_steps and not learned_std:
+  if bound_decay_steps:
     from flowrl.errors import ConfigError
-    raise ConfigError('noisy_euler.bound_decay_steps schedules the learned noise std\'s upper '
-                      'bound; bind noisy_euler.learned_std=True with it.')
-
-  def bound(step):
-    progress = jnp.clip((step / bound_decay_steps - bound_hold) / (1.0 - bound_hold), 0.0, 1.0)
-    return bound_decay_ratio + (1.0 - bound_decay_ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    if not learned_std:
+      raise ConfigError('noisy_euler.bound_decay_steps schedules the learned noise std\'s upper '
+                        'bound; bind noisy_euler.learned_std=True with it.')
+    if not 0.0 <= bound_hold < 1.0:
+      raise ConfigError(f'noisy_euler.bound_hold is {bound_hold!r}; it must be in [0, 1) (the '
+                        f'fraction of the run the bound is held before it decays).')
+    hold = bound_hold * bound_decay_steps                   # held, then b(u) by optax's cosine
+    bound = optax.join_schedules(
+        [optax.constant_schedule(1.0),
+         optax.cosine_decay_schedule(1.0, bound_decay_steps - hold, alpha=bound_decay_ratio)],
+        [hold])
 
   def mean_std(policy, params, obs, cond, x, out, t, a_t, s_t, a_s, s_s, noise_bound=None):
     mean = x - (s_t - s_s) * out          # σ_t = t on the rectified path, so Δt = σ_t − σ_s
