@@ -9,7 +9,7 @@ rates and factors must lie in their range:
              fused_frames, keep_checkpoints ≥ 0)
   rates      learning rates, eps, scales, temperatures: > 0 (a final learning rate, noise std's
              and clips ≥ 0)
-  factors    gamma in [0, 1], tau in (0, 1]
+  factors    gamma and eval_ema in [0, 1], tau in (0, 1]
 
 and the training settings must fit together (a batch no larger than the buffer it is drawn from).
 """
@@ -29,11 +29,13 @@ AT_LEAST_ONE = re.compile(r'^(steps|(?!' + '|'.join(n + '$' for n in ZERO_OFF) +
                           r'total_frames|refresh_every|time_dim|envs_per_seed)$')
 AT_LEAST_ZERO = re.compile(r'^(random_frames|learning_starts|fused_frames|keep_checkpoints|'
                            r'max_grad_norm|final_learning_rate|.*_std|.*_clip|noise_scale|'
-                           r'particle_noise|loss_clip|weight|' + '|'.join(ZERO_OFF) + r')$')
+                           r'particle_noise|loss_clip|weight|eval_ema_warmup|' + '|'.join(ZERO_OFF)
+                           + r')$')
 POSITIVE = re.compile(r'^(learning_rate|eps|scale|score_scale|temperature|'
                       r'target_kl|alpha_init|updates_per_frame|reward_scale)$')
 LAYERS = re.compile(r'^(hidden|.*_hidden)$')
-UNIT = {'gamma': (0.0, 1.0, True), 'tau': (0.0, 1.0, False)}   # (low, high, low included)
+# (low, high, low included)
+UNIT = {'gamma': (0.0, 1.0, True), 'tau': (0.0, 1.0, False), 'eval_ema': (0.0, 1.0, True)}
 
 
 def _is_int(v) -> bool:

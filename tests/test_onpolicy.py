@@ -246,8 +246,8 @@ def test_reward_normalization_divides_by_the_running_std_of_discounted_returns()
 
 def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
   """A PPO run's checkpoint starts a second run (learning rates ~0, so its parameters stay put):
-  after its first rollout the second run's actor, critic and frozen reference actor (for its
-  reference_bc term) are the first run's and its
+  after its first rollout the second run's actor, critic, frozen reference actor (for its
+  reference_bc term) and evaluation actor (an EMA, 0.9 of it the start) are the first run's and its
   observation statistics continue the first's; a policy of other widths is refused in one
   sentence naming the parameter."""
   from flowrl import run as cli
@@ -273,14 +273,15 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
   cli.parse_config(['gin/ppo.gin'], base + ['train.seed=5', 'actor_optimizer.learning_rate=1e-30',
                                             'critic_optimizer.learning_rate=1e-30',
                                             'Method.regularizer=@reference_bc()',
-                                            'reference_bc.coefficient=1.0'])
+                                            'reference_bc.coefficient=1.0', 'Method.eval_ema=0.9'])
   agent, cfg, env_name = cli.build()
   driver.run(agent, cfg, env_name, str(tmp_path / 'b'), progress=False,
              init_from=str(tmp_path / 'a'))
   second = restored(str(tmp_path / 'b'), agent, cfg)
   for a, b in ((first.actor.params, second.actor.params),
                (first.critic.params, second.critic.params),
-               (first.actor.params, second.reference)):      # what a BC-to-pretrained term pulls to
+               (first.actor.params, second.reference),       # what a BC-to-pretrained term pulls to
+               (first.actor.params, second.eval_actor.params)):   # 0.9 of it the loaded actor
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
   # the statistics continue the first run's: its 64 observations, then this run's 64
   np.testing.assert_allclose(second.obs_norm.stats.count, float(first.obs_norm.stats.count) + 64)
@@ -290,6 +291,42 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path):
     transplant(other.init(jax.random.PRNGKey(0)), read_checkpoint(str(tmp_path / 'a'))[0],
                str(tmp_path / 'a'), 0)
   assert 'shape' in str(e.value) and 'linear_0' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_the_evaluation_actor_averages_the_actor_once_per_rollout_and_acts_deterministically():
+  """FPO++'s EMA evaluation actor (Method.eval_ema = 0.5 after 1 burst), with observation
+  normalization (both settle after a burst): after three rollouts of 8 steps it is θ1, then
+  (θ1 + θ2)/2, then (θ̄2 + θ3)/2 of the actors θi after each rollout. Deterministic actions
+  are the plain agent's with θ̄, behaviour actions and collection the plain agent's with θ."""
+  m = ppo()._replace(normalize_obs=True, eval_ema=0.5, eval_ema_warmup=1)
+  agent, step, loop = _frame_step(m, ROLLOUT, 24)
+  plain = compile_method(m._replace(eval_ema=0.0), SPEC, ROLLOUT)
+  rng = np.random.default_rng(4)
+  obs = (2.0 + rng.normal(size=(25, 1, SPEC.obs_dim))).astype(np.float32)
+  z = lambda *shape: np.zeros((1,) + shape, np.float32)
+  row = lambda t, a: {'obs': obs[t], 'action': np.asarray(a), 'reward': rng.normal(size=(
+      1,)).astype(np.float32), 'next_obs': obs[t + 1], 'terminated': z(), 'truncated': z()}
+  loop, action, _ = step(loop, row(0, z(SPEC.act_dim)), jnp.bool_(False), obs[0])
+  expected, tree = None, jax.tree_util.tree_map
+  for t in range(24):
+    loop, action, metrics = step(loop, row(t, action), jnp.bool_(True), obs[t + 1])
+    if float(metrics['updated'][0]):
+      live = loop.agent.actor.params
+      expected = live if expected is None else tree(lambda e, x: 0.5 * e + 0.5 * x, expected, live)
+      tree(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+           loop.agent.eval_actor.params, expected)
+  state = loop.agent
+  assert int(state.eval_actor.bursts) == 3 and float(state.obs_norm.stats.count) > 24
+  assert not np.allclose(jax.tree_util.tree_leaves(expected)[0],
+                         jax.tree_util.tree_leaves(state.actor.params)[0])
+  key, x = jax.random.PRNGKey(5), jnp.asarray(obs[:4, 0])
+  averaged = state._replace(actor=state.actor._replace(params=state.eval_actor.params))
+  np.testing.assert_allclose(agent.act(state, x, key, True), plain.act(averaged, x, key, True),
+                             rtol=1e-6)
+  assert not np.allclose(agent.act(state, x, key, True), plain.act(state, x, key, True))
+  np.testing.assert_allclose(agent.act(state, x, key), plain.act(state, x, key), rtol=1e-6)
+  np.testing.assert_allclose(agent.collect(state, x, key)[0], plain.collect(state, x, key)[0],
+                             rtol=1e-6)
 
 
 def test_kl_early_stop_skips_the_rest_of_the_burst_and_keeps_counters_in_lockstep():

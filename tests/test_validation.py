@@ -87,6 +87,8 @@ def test_legal_mix_compiles(mix):
     ('dppo', 'sampler.fine_tune_steps=-1', ['sampler.fine_tune_steps = -1 must not be negative']),
     ('reinflow', 'noisy_euler.bound_decay_steps=-5',
      ['noisy_euler.bound_decay_steps = -5 must not be negative']),
+    ('fpopp', 'Method.eval_ema=1.5', ['Method.eval_ema = 1.5 must lie in [0, 1]']),
+    ('fpopp', 'Method.eval_ema_warmup=-1', ['Method.eval_ema_warmup = -1 must not be negative']),
 ])
 def test_bad_numbers_and_types_are_one_sentence(method_file, binding, words):
   from flowrl import run as cli

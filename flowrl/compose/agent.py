@@ -25,7 +25,7 @@ import optax
 from flowrl.compose.method import (Method, actor_optimizer, adapt_to_kl, critic_optimizer,
                                   validate)
 from flowrl.control_flow import cond_or_pass
-from flowrl.primitives import normalization
+from flowrl.primitives import evaluation_actor, normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
 from flowrl.primitives.critic import Batch
 from flowrl.primitives.sampler import best_of_n, draw
@@ -54,6 +54,7 @@ class TrainState(NamedTuple):
   obs_norm: Any = ()       # running observation statistics, where the method normalizes
   reference: Any = ()      # the frozen actor the run started from (its --init-from policy, else
                            #   its initialization), where a primitive needs 'reference_actor'
+  eval_actor: Any = ()     # the evaluation actor, where Method.eval_ema > 0 (evaluation_actor)
 
 
 class Agent(NamedTuple):
@@ -268,4 +269,6 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   agent = Agent(method, spec, policy, sampler, signal, reg, critic, init, act, update,
                 periodic if reg.periodic else None, reg.periodic.every if reg.periodic else 0,
                 signal.columns, collect, extras, value if onpolicy else None)
-  return normalization.normalizing_agent(agent) if method.normalize_obs else agent
+  agent = normalization.normalizing_agent(agent) if method.normalize_obs else agent
+  return (evaluation_actor.averaging_agent(agent, method.eval_ema, method.eval_ema_warmup)
+          if method.eval_ema else agent)

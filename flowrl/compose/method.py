@@ -53,16 +53,19 @@ class Method(NamedTuple):
   reward_scale: float = 1.0
   name: str = 'method'
   normalize_obs: bool = False  # running mean/std of observations (PPO on MuJoCo)
+  eval_ema: float = 0.0     # > 0: evaluate with an EMA of the actor, per burst (FPO++: 0.95)
+  eval_ema_warmup: int = 0  # bursts before it averages (it copies the actor until then)
 
 
 @gin.configurable('Method', module='flowrl')
 def method(policy=gin.REQUIRED, sampler=gin.REQUIRED, signal=gin.REQUIRED,
            regularizer=gin.REQUIRED, critic=gin.REQUIRED, actor_every: int = 1,
            target_actor: bool = False, tau: float = 0.005, gamma: float = 0.99,
-           reward_scale: float = 1.0, name: str = 'method', normalize_obs: bool = False) -> Method:
+           reward_scale: float = 1.0, name: str = 'method', normalize_obs: bool = False,
+           eval_ema: float = 0.0, eval_ema_warmup: int = 0) -> Method:
   """One choice per axis of the taxonomy plus training-structure settings (see Method)."""
   return Method(policy, sampler, signal, regularizer, critic, actor_every, target_actor, tau,
-                gamma, reward_scale, name, normalize_obs)
+                gamma, reward_scale, name, normalize_obs, eval_ema, eval_ema_warmup)
 
 
 def _providers(axis: str, cap: str, spec: EnvSpec):

@@ -176,7 +176,7 @@ def seed_axes(source: DataSource) -> LoopState:
   `vmap` instead of a select of both sides; the host reads the update counter to schedule the
   periodic step."""
   return LoopState(agent=TrainState(step=None, actor=0, critic=0, reg=0, signal=0, obs_norm=0,
-                                     reference=0),
+                                     reference=0, eval_actor=0),
                    data=source.seed_axes, key=0, frame=None, extras=0)
 
 

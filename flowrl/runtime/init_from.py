@@ -85,8 +85,9 @@ def _fit(saved, like, seeds: int, what: str, source: str):
 
 
 def transplant(agent_state, raw: dict, run_dir: str, seeds: int) -> Tuple[object, List[str]]:
-  """This run's train state with RUN_DIR's actor (required), critic and observation statistics
-  (where they fit). Returns (state, notes on what was kept fresh)."""
+  """This run's train state with RUN_DIR's actor (required; also its reference and evaluation
+  actors, where it keeps them), critic and observation statistics (where they fit). Returns
+  (state, notes on what was kept fresh)."""
   saved_agent = _field(raw, 'agent')
   source = 'its checkpoint'
   params, why = _fit(_field(saved_agent, 'actor', 'params'), agent_state.actor.params, seeds,
@@ -99,6 +100,8 @@ def transplant(agent_state, raw: dict, run_dir: str, seeds: int) -> Tuple[object
   state, notes = agent_state._replace(actor=actor), []
   if jax.tree_util.tree_leaves(agent_state.reference):   # a BC-to-pretrained term pulls to it
     state = state._replace(reference=copy(params))
+  if jax.tree_util.tree_leaves(agent_state.eval_actor):  # evaluated from the loaded actor too
+    state = state._replace(eval_actor=agent_state.eval_actor._replace(params=copy(params)))
   critic, why = _fit(_field(saved_agent, 'critic', 'params'), agent_state.critic.params, seeds,
                      'critic', source)
   if critic is None:
