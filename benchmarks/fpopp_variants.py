@@ -1,7 +1,10 @@
 """What holds FPO++ back on a fast task: InvertedPendulum-v5 with the diffusion/flow learning
 test's settings (tests/test_learning.py GENERATIVE_COMMON: 2 vmapped seeds x 4 envs, rollouts
 of 256 steps, 41k frames, 5 evaluations), FPO's flow settings, and one change at a time from
-FPO's averaged ratio to FPO++'s per-pair ASPO; then gin/fpopp.gin itself. Prints and writes
+FPO's averaged ratio to FPO++'s per-pair ASPO; then gin/fpopp.gin itself and one change at a
+time from it: 4x the iterations (rollouts of 64 steps; the same frames, minibatch size and
+optimizer steps), no SPO branch, FPO's eps-space loss, and 4x or 16x the rollout at the same 40
+iterations (more frames). One variant at a time, on both cores. Prints and writes
 benchmarks/results/fpopp_variants.json (the seeds' mean return per evaluation).
 Usage: python benchmarks/fpopp_variants.py [--work DIR]"""
 import argparse
@@ -23,6 +26,21 @@ VARIANTS = {   # name: (gin file, bindings beyond GENERATIVE_COMMON)
     'per-pair ratios, ASPO, clip 0.5': ('fpo', PAIRS + ['fpo_ratio.objective="aspo"',
                                                         'fpo_ratio.clip=0.5']),
     'gin/fpopp.gin (velocity loss, 64 steps, lr 1e-4)': ('fpopp', []),
+    # The same frames, minibatch size (256 rows) and optimizer steps; 4x the iterations, each a
+    # new trust region: rollouts of 64 steps x 4 envs in one minibatch
+    'gin/fpopp.gin, rollouts of 64 steps (160 iterations, not 40)': (
+        'fpopp', ['rollout_source.steps=64', 'rollout_source.minibatches=1']),
+    'gin/fpopp.gin with per-pair PPO-clip for every advantage (no SPO branch)': (
+        'fpopp', ['fpo_ratio.objective="ppo"']),
+    'gin/fpopp.gin with the eps-space loss (FPO\'s) instead of the velocity loss': (
+        'fpopp', ['fpo_ratio.space="eps"']),
+    # The same 40 iterations with 4x and 16x the rollout: is FPO++ a large-batch method?
+    'gin/fpopp.gin with 16 envs (4096 frames per iteration, 40 iterations, 164k frames)': (
+        'fpopp', ['train.envs_per_seed=16', 'train.total_frames=163840',
+                  'train.eval_every=32768', 'train.checkpoint_every=163840']),
+    'gin/fpopp.gin with 64 envs (16384 frames per iteration, 40 iterations, 655k frames)': (
+        'fpopp', ['train.envs_per_seed=64', 'train.total_frames=655360',
+                  'train.eval_every=131072', 'train.checkpoint_every=655360']),
 }
 
 

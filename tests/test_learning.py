@@ -136,7 +136,8 @@ GENERATIVE = {
                   'actor_optimizer.final_learning_rate=None', 'ppo_clip_chain.clip=0.1'],
                  '56, 159, 159, 869, 1000'),
     'fpo': (['rollout_source.epochs=16', 'Method.reward_scale=1.0', 'Method.gamma=0.99'],
-            '32, 204, 389, 1000, 1000'),
+            '32, 204, 389, 1000, 1000; in benchmarks/fpopp_variants.py 32, 180, 568, 879, '
+            '1000'),
     # exact log-determinant (constant); with flow-rl's float32 slogdet: 646, 577, 1000, 1000, 1000
     'genpo': (['coupled_flow.hidden=(64, 64)'], '693, 544, 243, 1000, 831'),
 }
