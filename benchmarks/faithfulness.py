@@ -36,7 +36,12 @@ SLOW = {'sdac': 20_000, 'idem': 20_000, 'dpmd': 20_000, 'gempo': 20_000, 'qvpo':
 # 50k frames (10 episodes every 10k would cost as many env steps as training).
 ONPOLICY = {'ppo': 1_000_000}
 ONPOLICY_TASKS = ('Hopper-v5', 'Walker2d-v5', 'HalfCheetah-v5')
-EVAL_EVERY = {'ppo': 50_000}
+# PPO in the setting behind SB3's published HalfCheetah figure (the RL Zoo's tuned
+# hyperparameters), to tell the port from the setting where gin/ppo.gin (CleanRL's) falls short.
+ONPOLICY['ppo-sb3'] = 1_000_000
+OWN_TASKS = {'ppo-sb3': ('HalfCheetah-v5',)}
+EXTRA_GIN = {'ppo-sb3': 'benchmarks/gin/ppo_sb3_halfcheetah.gin'}
+EVAL_EVERY = {'ppo': 50_000, 'ppo-sb3': 50_000}
 # The diffusion/flow on-policy methods side by side on Hopper-v5 at one frame budget, in a common
 # small setting (benchmarks/gin/onpolicy_small/: 2x64 networks, 8 envs x 256 steps; their
 # papers' settings are for 1M+ frames on GPUs), with PPO in the same setting as the baseline.
@@ -61,6 +66,12 @@ for _task, (_ppo2, _sb3) in _PPO_FIGURES.items():
       'source': 'published PPO at 1M steps on the MuJoCo v1-v3 tasks: OpenAI baselines ppo2 '
                 '(Hopper 2449, Walker2d 3142, HalfCheetah 2149) and Stable-Baselines3 (2410, 3479, '
                 '5819); target: mean >= the lower of the two'}
+REFERENCE[('ppo-sb3', 'HalfCheetah-v5', 1_000_000)] = {
+    'target_mean': 5819.0 - 663.0, 'reference_runs': [5819.0],
+    'source': 'Stable-Baselines3 PPO, RL Zoo benchmark (HalfCheetah-v3, 1M steps, tuned '
+              'hyperparameters of rl-baselines3-zoo hyperparams/ppo.yml): 5819 +- 663; target: '
+              'mean >= 5156, the published mean less its spread, set before the run'}
+
 # What a result means where no reference figure exists at its budget.
 REMARKS = {
     ('qsm', 'HalfCheetah-v5', 20_000):
@@ -76,7 +87,16 @@ REMARKS = {
         'episodes, where this table evaluates deterministically) reports HalfCheetah 1443 ± 46, '
         'Hopper 2383 ± 272 and Walker2d 2288 ± 572. This library\'s 1840, 3031 and 4077 in that '
         'setting are at or above those on all three tasks, so the HalfCheetah gap is between '
-        'settings (ppo2 2149, SB3 5819), not a loss of the ported one.',
+        'settings (ppo2 2149, SB3 5819), not a loss of the ported one. In SB3\'s own tuned '
+        'setting (the ppo-sb3 row) the same code reaches 4638.',
+    ('ppo-sb3', 'HalfCheetah-v5', 1_000_000):
+        'gin/ppo.gin with the RL Zoo\'s tuned HalfCheetah hyperparameters '
+        '(benchmarks/gin/ppo_sb3_halfcheetah.gin), run to tell the port from the setting: the '
+        'mean is 4638 (seeds 5887, 5158, 4645, 2862), 2.5x the 1840 of CleanRL\'s setting, but '
+        'below the target of 5156 set before the run (SB3\'s 5819 less its spread 663): not '
+        'met. Two seeds are within SB3\'s spread and one is far below it; the rest of the gap '
+        'may be the differences the gin file names (one Adam per network, zero biases) or seed '
+        'spread, and is not explained here.',
     ('ppo-small', 'Hopper-v5', 200_000):
         'the on-policy generative group (ppo-small, dppo-small, reinflow-small, fpo-small, '
         'fpopp-small, genpo-small) shares one small setting (benchmarks/gin/onpolicy_small/: 8 '
@@ -102,6 +122,8 @@ def sweep_bindings(frames: int, method: str = ''):
 
 
 def gin_file(method: str) -> str:
+  if method in EXTRA_GIN:
+    return os.path.join(ROOT, EXTRA_GIN[method])
   if method in GENERATIVE:
     return os.path.join(ROOT, 'benchmarks', 'gin', 'onpolicy_small',
                         method[:-len('-small')] + '.gin')
@@ -251,7 +273,7 @@ def main(argv=None):
       if method not in budgets:
         p.error(f'unknown method {method!r}; known: {", ".join(budgets)}')
       frames = args.frames or budgets[method]
-      tasks = args.tasks or ','.join(ONPOLICY_TASKS if method in ONPOLICY else
+      tasks = args.tasks or ','.join(OWN_TASKS.get(method) or ONPOLICY_TASKS if method in ONPOLICY else
                                      GENERATIVE_TASKS if method in GENERATIVE else TASKS)
       for task in tasks.split(','):
         out = run_one(method, task, frames, args.seeds, args.work)
