@@ -118,6 +118,7 @@ def test_every_shipped_gin_file_passes_the_checks():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for path in sorted(glob.glob(os.path.join(root, 'gin', '*.gin')) +
                      glob.glob(os.path.join(root, 'examples', '*.gin')) +
+                     glob.glob(os.path.join(root, 'benchmarks', 'gin', '*.gin')) +
                      glob.glob(os.path.join(root, 'benchmarks', 'gin', '*', '*.gin'))):
     for env in ([], [os.path.join(root, 'gin', 'env', 'pendulum.gin')],
                 [os.path.join(root, 'gin', 'env', 'dmc.gin')]):
