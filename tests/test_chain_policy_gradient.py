@@ -181,8 +181,10 @@ def test_fpo_plus_plus_aspo_objective_per_pair():
                        None, None)
   params = jnp.asarray(new, jnp.float32)
   loss, aux = sig.loss(params, inputs, None)
-  # 25 → 20: δ 19 → 10, and δ = −12 → −10 (clamped on both sides, as fpopp.py's clamp_ste)
-  delta = np.clip(np.minimum(old, 20) - np.minimum(new, 20), -10.0, 10.0)
+  # 25 → 20: δ 19 → 10, and δ = −12 stays −12 (clamped from above only, as fpopp.py's
+  # clamp_ste(min_val=-inf)); a two-sided clamp would make it −10.
+  delta = np.minimum(np.minimum(old, 20) - np.minimum(new, 20), 10.0)
+  assert delta[3, 1] == -12.0
   r = np.exp(delta)
   a = np.clip(adv, -100, 100)[:, None]
   ppo = np.minimum(r * a, np.clip(r, 0.95, 1.05) * a)

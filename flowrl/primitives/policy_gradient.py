@@ -176,8 +176,9 @@ def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
   ρ = exp(mean_i ℓ_old,i − mean_i ℓ_new,i) (losses averaged before the exp) enters PPO's clipped
   surrogate. It is a surrogate: the loss is an ELBO proxy, not log π.
 
-  `per_sample` (FPO++, Yi, Choi et al. 2026, fpopp.py): ρ_i = exp(clip(ℓ_old,i − ℓ_new,i,
-  ±log_ratio_max)) per pair (straight-through clamp; losses capped at `loss_max`), and
+  `per_sample` (FPO++, Yi, Choi et al. 2026, fpopp.py): ρ_i = exp(min(ℓ_old,i − ℓ_new,i,
+  log_ratio_max)) per pair (a straight-through clamp from above only, as flow-rl's fpopp.py
+  since bae22f4, "matching official"; losses capped at `loss_max`), and
   objective 'aspo': PPO-clip for Â ≥ 0, SPO's ρÂ − |Â|/(2ε)·(ρ − 1)² for Â < 0, with Â clamped
   to ±`advantage_max`, averaged over B × N. `action_noise` adds that std of Gaussian noise to the
   collected action (clipped to ±2) before ℓ_old is taken (FPO++: 0.02)."""
@@ -209,7 +210,7 @@ def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
       log_ratio = jnp.mean(old, axis=1) - jnp.mean(new, axis=1)                  # [B]
       return jnp.mean(_clipped(jnp.exp(log_ratio), adv, clip)), _diagnostics(log_ratio, clip)
     delta = jnp.minimum(old, loss_max) - jnp.minimum(new, loss_max)
-    clamped = jnp.clip(delta, -log_ratio_max, log_ratio_max)
+    clamped = jnp.minimum(delta, log_ratio_max)
     log_ratio = delta + jax.lax.stop_gradient(clamped - delta)
     ratio = jnp.exp(log_ratio)                                                   # [B, N]
     adv = jnp.clip(adv, -advantage_max, advantage_max)[:, None]
