@@ -29,6 +29,7 @@ DATASET = 'flowrl/hopper/medium-v0'
 # Every method at its own file's settings, except the network widths, which are 3x256 for all
 # (Diffusion-QL's own; FQL's 4x512 runs at about 6 updates/s here, benchmarks/offline_throughput.py)
 # so that the four fit the budget on 2 cores.
+ORDER = ['diffusion_bc', 'iql', 'dql', 'fql']
 COMMON = ['ensemble_q.hidden=(256, 256, 256)', 'one_step_flow.hidden=(256, 256, 256)',
           'DenoiserNet.hidden=(256, 256, 256)']
 
@@ -98,21 +99,38 @@ def finetune(method: str, frames: int, seeds: int, work: str, every: int,
   return {'from': method, 'frames': frames, 'curves': curves}
 
 
+def later_range(entry: dict) -> str:
+  """The lowest and highest normalized evaluation of any seed from half the budget on: how far
+  the final iterate could have landed elsewhere."""
+  later = [x for c in entry['curves'].values() for u, x in zip(c['updates'], c['normalized'])
+           if u >= entry['updates'] // 2]
+  return f'{min(later):.1f} to {max(later):.1f}'
+
+
 def section(results: dict) -> str:
   lines = ['<!-- offline-hopper:start -->', '## Offline: Hopper-v5 medium, made here', '',
            'Written by `python benchmarks/offline_hopper.py` from '
            '`benchmarks/results/offline_hopper.json` (do not edit by hand). ' + results['protocol'],
            '', '| method | updates | seeds | final normalized scores | mean [95% CI] | '
-           'IQM [95% CI] | final returns |', '|---|---|---|---|---|---|---|']
-  for m, e in results['methods'].items():
+           'IQM [95% CI] | final returns | all evaluations from half the budget on |',
+           '|---|---|---|---|---|---|---|---|']
+  for key, e in sorted(results['methods'].items(),
+                       key=lambda kv: (ORDER.index(kv[0].split('@')[0]), kv[1]['updates'])):
+    m = key.split('@')[0]
     ci = lambda x: f'{x[0]:.1f} [{x[1]:.1f}, {x[2]:.1f}]'
     lines.append(f"| {m} | {e['updates'] // 1000}k | {len(e['final_scores'])} | "
                  f"{', '.join(f'{x:.1f}' for x in e['final_scores'])} | {ci(e['mean'])} | "
-                 f"{ci(e['iqm'])} | {', '.join(f'{x:.0f}' for x in e['final_returns'])} |")
+                 f"{ci(e['iqm'])} | {', '.join(f'{x:.0f}' for x in e['final_returns'])} | "
+                 f"{later_range(e)} |")
+  missing = [m for m in ORDER if f'{m}@100k' not in results['methods']]
+  if missing:
+    lines += ['', f"Not yet at 100k updates: {', '.join(missing)} (about an hour each for 3 seeds "
+              f"here; `--updates 100000 --every 10000 --work ablations/offline_hopper_100k` "
+              f"resumes from the last checkpoint)."]
   lines += ['', results['data']]
   ft, control = results.get('finetune'), results.get('finetune_all_steps')
   if ft:
-    start = np.mean(results['methods'][ft['from']]['final_scores'])
+    start = np.mean(results['methods'][f"{ft['from']}@10k"]['final_scores'])
     curve = lambda run: ', '.join(f'{f // 1000}k frames {m:.1f}' for f, m in zip(
         next(iter(run['curves'].values()))['frames'],
         np.mean([c['normalized'] for c in run['curves'].values()], axis=0)))
@@ -158,10 +176,13 @@ def main():
   data_score = offline.normalized_score(data.episode_returns, data.ref_min_score,
                                         data.ref_max_score)
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {'methods': {}}
+  for key in [k for k in results['methods'] if '@' not in k]:  # results before budgets were keys
+    entry = results['methods'].pop(key)
+    results['methods'][f"{key}@{entry['updates'] // 1000}k"] = entry
   results['protocol'] = (
-      f'Seeds per method trained together (vmapped), {args.updates} updates at batch 256, '
-      f'10 evaluation episodes every {args.every} updates; the final iterate\'s normalized '
-      f'score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s '
+      f'Seeds per method trained together (vmapped) at batch 256, 10 evaluation episodes at '
+      f'each half of a 10k-update budget and each tenth of a 100k one; the final iterate\'s '
+      f'normalized score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s '
       f'{data.ref_min_score:.1f}, R_max the expert\'s {data.ref_max_score:.1f}; networks 3x256 '
       f'for all four (FQL\'s own are 4x512), otherwise each gin file\'s settings.')
   results['data'] = (
@@ -174,16 +195,19 @@ def main():
     curves = run_method(m, args.updates, args.seeds, args.work, args.every)
     final = np.array([[c[1][-1]] for c in curves.values()])
     est = st.final_score_intervals({m: final})[m]
-    results['methods'][m] = {
-        'updates': args.updates, 'final_scores': final[:, 0].tolist(),
+    results['methods'][f'{m}@{args.updates // 1000}k'] = {
+        'updates': args.updates, 'every': args.every, 'final_scores': final[:, 0].tolist(),
         'final_returns': [c[2][-1] for c in curves.values()],
         'mean': [float(x) for x in est['mean']], 'iqm': [float(x) for x in est['iqm']],
         'curves': {str(s): {'updates': c[0], 'normalized': c[1]} for s, c in curves.items()}}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     json.dump(results, open(RESULTS, 'w'), indent=1)
     write_doc(results)
-    print(m, results['methods'][m]['final_scores'], flush=True)
+    print(m, args.updates, final[:, 0].tolist(), flush=True)
   if args.finetune:
+    if args.updates != 10_000:
+      sys.exit('--finetune continues the 10k-update runs (their work folder); run it with the '
+               'default --updates')
     results['finetune'] = finetune(args.finetune, args.finetune_frames, args.seeds, args.work,
                                    args.finetune_frames // 4)
     results['finetune_all_steps'] = finetune(args.finetune, args.finetune_frames, args.seeds,
