@@ -168,7 +168,7 @@ def main():
                  'fine-tune online with DPPO after the offline runs')
   p.add_argument('--finetune-frames', type=int, default=40_000)
   p.add_argument('--behaviour', default='', help="the data's behaviour and expert policies, for "
-                 'the report')
+                 'the report (kept from the last run when not given)')
   args = p.parse_args()
   from flowrl.data import offline
   from flowrl.sweep import statistics as st
@@ -185,7 +185,8 @@ def main():
       f'normalized score 100·(R − R_min)/(R_max − R_min), R_min the random policy\'s '
       f'{data.ref_min_score:.1f}, R_max the expert\'s {data.ref_max_score:.1f}; networks 3x256 '
       f'for all four (FQL\'s own are 4x512), otherwise each gin file\'s settings.')
-  results['data'] = (
+  if args.behaviour or 'data' not in results:  # else the description of an earlier run stays
+    results['data'] = (
       f'Data: {DATASET}, {len(data.arrays["obs"])} transitions in {len(data.episode_returns)} '
       f'episodes of {args.behaviour}: episode return mean '
       f'{data.episode_returns.mean():.0f} (normalized {np.mean(data_score):.1f}). For context '
