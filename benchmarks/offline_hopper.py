@@ -124,9 +124,9 @@ def section(results: dict) -> str:
                  f"{later_range(e)} |")
   missing = [m for m in ORDER if f'{m}@100k' not in results['methods']]
   if missing:
-    lines += ['', f"Not yet at 100k updates: {', '.join(missing)} (about an hour each for 3 seeds "
-              f"here; `--updates 100000 --every 10000 --work ablations/offline_hopper_100k` "
-              f"resumes from the last checkpoint)."]
+    lines += ['', f"Not yet at 100k updates: {', '.join(missing)} (about 100 minutes each for "
+              f"3 seeds here; `--updates 100000 --every 10000 "
+              f"--work ablations/offline_hopper_100k` resumes from the last checkpoint)."]
   lines += ['', results['data']]
   ft, control = results.get('finetune'), results.get('finetune_all_steps')
   if ft:
