@@ -30,6 +30,12 @@ DATASET = 'flowrl/hopper/medium-v0'
 # (Diffusion-QL's own; FQL's 4x512 runs at about 6 updates/s here, benchmarks/offline_throughput.py)
 # so that the four fit the budget on 2 cores.
 ORDER = ['diffusion_bc', 'iql', 'dql', 'fql']
+
+
+def run_key(method: str, updates: int) -> str:
+  """A row of results['methods']: one method at one update budget, e.g. 'dql@100k'."""
+  return f'{method}@{updates // 1000}k'
+
 COMMON = ['ensemble_q.hidden=(256, 256, 256)', 'one_step_flow.hidden=(256, 256, 256)',
           'DenoiserNet.hidden=(256, 256, 256)']
 
@@ -122,7 +128,7 @@ def section(results: dict) -> str:
                  f"{', '.join(f'{x:.1f}' for x in e['final_scores'])} | {ci(e['mean'])} | "
                  f"{ci(e['iqm'])} | {', '.join(f'{x:.0f}' for x in e['final_returns'])} | "
                  f"{later_range(e)} |")
-  missing = [m for m in ORDER if f'{m}@100k' not in results['methods']]
+  missing = [m for m in ORDER if run_key(m, 100_000) not in results['methods']]
   if missing:
     lines += ['', f"Not yet at 100k updates: {', '.join(missing)} (about 100 minutes each for "
               f"3 seeds here; `--updates 100000 --every 10000 "
@@ -130,7 +136,7 @@ def section(results: dict) -> str:
   lines += ['', results['data']]
   ft, control = results.get('finetune'), results.get('finetune_all_steps')
   if ft:
-    start = np.mean(results['methods'][f"{ft['from']}@10k"]['final_scores'])
+    start = np.mean(results['methods'][run_key(ft['from'], 10_000)]['final_scores'])
     curve = lambda run: ', '.join(f'{f // 1000}k frames {m:.1f}' for f, m in zip(
         next(iter(run['curves'].values()))['frames'],
         np.mean([c['normalized'] for c in run['curves'].values()], axis=0)))
@@ -176,9 +182,6 @@ def main():
   data_score = offline.normalized_score(data.episode_returns, data.ref_min_score,
                                         data.ref_max_score)
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {'methods': {}}
-  for key in [k for k in results['methods'] if '@' not in k]:  # results before budgets were keys
-    entry = results['methods'].pop(key)
-    results['methods'][f"{key}@{entry['updates'] // 1000}k"] = entry
   results['protocol'] = (
       f'Seeds per method trained together (vmapped) at batch 256, 10 evaluation episodes at '
       f'each half of a 10k-update budget and each tenth of a 100k one; the final iterate\'s '
@@ -196,7 +199,7 @@ def main():
     curves = run_method(m, args.updates, args.seeds, args.work, args.every)
     final = np.array([[c[1][-1]] for c in curves.values()])
     est = st.final_score_intervals({m: final})[m]
-    results['methods'][f'{m}@{args.updates // 1000}k'] = {
+    results['methods'][run_key(m, args.updates)] = {
         'updates': args.updates, 'every': args.every, 'final_scores': final[:, 0].tolist(),
         'final_returns': [c[2][-1] for c in curves.values()],
         'mean': [float(x) for x in est['mean']], 'iqm': [float(x) for x in est['iqm']],
