@@ -380,3 +380,32 @@ def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
   assert int(loop.agent.step) == 100 and summary['frames'] == 100
   assert [float(r['updates']) for r in _rows(str(tmp_path), 'train')] == [50.0, 50.0]
   assert np.isfinite(float(_rows(str(tmp_path), 'eval')[0]['return_mean']))
+
+
+def test_a_signal_that_comes_while_a_frame_is_awaited_saves_that_frame(tmp_path, monkeypatch):
+  """SIGTERM delivered while the main thread waits for frame 10's results (here: in its log,
+  which is where an offline burst of updates is awaited) saves frame 10 and stops, not one step
+  later: a step of a long offline burst takes minutes."""
+  import signal
+  from flowrl.data.dataset import dataset
+  agent = _agent(SAC)
+  rng = np.random.default_rng(0)
+  rows = 200
+  arrays = {'obs': rng.normal(size=(rows, 3)), 'action': rng.uniform(-1, 1, (rows, 1)),
+            'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
+            'terminated': np.zeros(rows)}
+  source = dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
+  cfg = CFG._replace(total_frames=40, learning_starts=0, random_frames=0, eval_every=1000,
+                     checkpoint_every=1000, log_every=2)
+  real_log = driver.Driver.log
+
+  def log(self, frame, pending, fps):
+    real_log(self, frame, pending, fps)
+    if frame == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(driver.Driver, 'log', log)
+  with pytest.raises(KeyboardInterrupt):
+    driver.run(agent, cfg, 'Pendulum-v1', str(tmp_path), progress=False, source=source)
+  assert checkpoint.latest_frame(str(tmp_path)) == 10
+  assert [r['frame'] for r in _rows(str(tmp_path), 'train')][-1] == '10'

@@ -361,9 +361,8 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
           programs.act_eval.start()   # now that it no longer slows the first periodic step
     pending.append(metrics)
     bar.update(frame - before)
-    save = (_crossed(before, frame, cfg.checkpoint_every) or frame >= cfg.total_frames
-            or bool(interrupts.received))
-    if _crossed(before, frame, cfg.log_every) or save:
+    due = _crossed(before, frame, cfg.checkpoint_every) or frame >= cfg.total_frames
+    if _crossed(before, frame, cfg.log_every) or due or interrupts.received:
       d.log(frame, jax.device_get(pending), timing.fps(frame))
       pending = []
     if _crossed(before, frame, cfg.eval_every) or frame >= cfg.total_frames:
@@ -373,7 +372,12 @@ def _train(d: Driver, loop, obs, action, interrupts: Interrupts, bar, timing: _T
                       eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
     else:                           # offline: no training episodes
       bar.set_postfix(eval=f"{np.mean(d.host['eval_return']):.1f}", refresh=False)
-    if save:
+    # read the flag again: a signal that came while the main thread waited for this frame's
+    # results (in its log or evaluation) is only handled once that wait is over
+    if due or interrupts.received:
+      if pending:
+        d.log(frame, jax.device_get(pending), timing.fps(frame))
+        pending = []
       d.save(frame, loop, returns, action, obs)
       interrupts.check()            # Ctrl-C: stop now that this frame is saved
   interrupts.check()
