@@ -3,7 +3,8 @@ run's logs, summary.json, table.md and PNG plots (rliable IQM / mean with 95% CI
 
   python -m flowrl.ablate --gin=gin/dacer.gin --axis 'sampler=@ddpm,@ddim' --seeds 5 \\
       --bind 'train.total_frames=100000' --env HalfCheetah-v5
-  python -m flowrl.ablate --gin=gin/sac.gin,gin/dacer.gin,gin/qsm.gin --suite gym-locomotion --seeds 3
+  python -m flowrl.ablate --gin=gin/sac.gin,gin/dacer.gin,gin/qsm.gin --suite gym-locomotion \
+      --seeds 3
   python -m flowrl.ablate ... --backend ray --address auto        # trials on a Ray cluster
   python -m flowrl.ablate --resume ablations/<folder>             # skip finished, resume the rest
 
@@ -28,7 +29,8 @@ def _parser():
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--gin', action='append', default=[],
                  help='method file(s), comma-separated to compare; later --gin: common includes')
-  p.add_argument('--axis', action='append', default=[], help="'name=value1,value2,...' (repeatable: grid)")
+  p.add_argument('--axis', action='append', default=[],
+                 help="'name=value1,value2,...' (repeatable: grid)")
   p.add_argument('--bind', action='append', default=[], help="gin binding for every run")
   p.add_argument('--seeds', default='3', help='N seeds (0..N-1) or a list A,B,...')
   env = p.add_mutually_exclusive_group()
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
   watch.close()
   summary = report.write(report.collect_sweep(out), out, sweep['title'], reps=args.reps)
   print(open(os.path.join(out, 'table.md')).read())
-  print(f"results in {out}: summary.json, table.md, {', '.join(os.path.basename(p) for p in summary['plots'])}",
+  plots = ', '.join(os.path.basename(p) for p in summary['plots'])
+  print(f"results in {out}: summary.json, table.md, {plots}",
         file=sys.stderr)
   if failed:
     print(f'flowrl: {len(failed)} run(s) failed (see their stdout.log); rerun with --resume {out} '

@@ -61,7 +61,8 @@ def parse_seeds(text, base_seed: int):
   except ValueError:
     values = []
   if not values or (len(values) == 1 and ',' not in str(text) and values[0] < 1):
-    raise ConfigError(f'bad --seeds {text!r}; give a count (e.g. --seeds 5) or a list (--seeds 0,1,2).')
+    raise ConfigError(f'bad --seeds {text!r}; give a count (e.g. --seeds 5) or a list '
+                      f'(--seeds 0,1,2).')
   if len(values) == 1 and ',' not in str(text):
     return list(range(base_seed, base_seed + values[0]))
   if len(set(values)) != len(values):

@@ -171,7 +171,8 @@ def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor
 
     def loss(params):
       signal_loss, aux = signal.loss(params, inputs, signal_key)
-      return signal_loss + reg.actor_loss(state.reg, aux, params, inputs, reg_key), (signal_loss, aux)
+      reg_loss = reg.actor_loss(state.reg, aux, params, inputs, reg_key)
+      return signal_loss + reg_loss, (signal_loss, aux)
 
     (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
     updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)

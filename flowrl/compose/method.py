@@ -46,7 +46,7 @@ class Method(NamedTuple):
   signal: Any               # Signal
   regularizer: Callable     # EnvSpec -> Regularizer
   critic: Callable          # EnvSpec -> Critic
-  actor_every: int = 1      # actor, temperature and target updates every k-th update (TD3, DACER: 2)
+  actor_every: int = 1      # actor, temperature, target updates every k-th update (TD3, DACER: 2)
   target_actor: bool = False  # TD target's a' from an EMA copy of the actor (TD3, DIPO)
   tau: float = 0.005        # EMA rate of target networks
   gamma: float = 0.99

@@ -188,7 +188,8 @@ def rollout_source(steps: int = 2048, epochs: int = 10, minibatches: int = 32,
                         f'it takes no uniform warm-up; bind train.random_frames = 0.')
     rows = steps * cfg.envs_per_seed
     if unit == 'env_step' and rows % minibatches:
-      raise ConfigError(f'rollout_source: {steps} steps × {cfg.envs_per_seed} envs = {rows} rows do '
-                        f'not split into {minibatches} equal minibatches; choose a divisor of {rows}.')
+      raise ConfigError(f'rollout_source: {steps} steps × {cfg.envs_per_seed} envs = {rows} rows '
+                        f'do not split into {minibatches} equal minibatches; choose a divisor of '
+                        f'{rows}.')
 
   return SourceChoice('rollout_source', frozenset({'rollout'}), make, check)

@@ -79,7 +79,8 @@ def gaussian(spec: EnvSpec, hidden: Sequence[int] = (64, 64), activation: str = 
 
   def distribution(params, obs):
     mean, log_std = net.apply(params, obs)
-    return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape)), mean
+    std = jnp.broadcast_to(jnp.exp(log_std), mean.shape)
+    return distrax.MultivariateNormalDiag(mean, std), mean
 
   return Policy('gaussian', frozenset({'distribution', 'exact_logprob', 'fits_actions'}),
                 spec.act_dim,

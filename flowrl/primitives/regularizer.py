@@ -104,7 +104,8 @@ def gmm_entropy(x, key, components: int = 3, iterations: int = 30, reg: float = 
     return nk / n, means, covs
 
   weights, means, covs = jax.lax.fori_loop(0, iterations, em, (weights, means, covs))
-  comp = jax.vmap(lambda m, c: distrax.MultivariateNormalFullCovariance(m, c).entropy())(means, covs)
+  entropy = lambda m, c: distrax.MultivariateNormalFullCovariance(m, c).entropy()
+  comp = jax.vmap(entropy)(means, covs)
   return -jnp.sum(weights * jnp.log(weights + 1e-12)) + jnp.sum(weights * comp)
 
 

@@ -245,7 +245,8 @@ def noisy_euler(sigma: float = 0.1, learned_std: bool = False, clip_mean: bool =
 
 
 @primitive('sampler')
-def langevin_q(temperature: float = 0.1, corrector_steps: int = 2, step_size: float = 0.5) -> Sampler:
+def langevin_q(temperature: float = 0.1, corrector_steps: int = 2,
+               step_size: float = 0.5) -> Sampler:
   """Annealed Langevin ascent on Q (NCLQL-style predictor–corrector; Song et al. 2021): between
   noise levels a deterministic DDIM step (predictor); at each level k < K, `corrector_steps`
   Langevin steps toward the policy tilted by the critic, p_k(x)·exp(Q̄(s, x̂0)/τ):

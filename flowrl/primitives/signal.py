@@ -96,7 +96,8 @@ def ascend_actions(q, obs, actions, steps: int, learning_rate: float, max_norm: 
 
 
 @primitive('signal')
-def action_gradient(steps: int = 20, learning_rate: float = 0.03, norm_ratio: float = 0.1) -> Signal:
+def action_gradient(steps: int = 20, learning_rate: float = 0.03,
+                    norm_ratio: float = 0.1) -> Signal:
   """DIPO: improve the buffer's actions by gradient ascent on Q, write them back, fit them."""
 
   def loss(params, inp: ActorInputs, key):

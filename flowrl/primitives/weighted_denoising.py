@@ -143,7 +143,8 @@ def q_weighted_particles(num_particles: int = 64, particle_noise: float = 0.2,
   regularizer's weight temperature where it provides one (DPMD's KL-to-uniform), else
   `temperature`. The frozen copy is refreshed on every `refresh_every`-th actor step."""
   if weight_map not in WEIGHT_MAPS:
-    raise ConfigError(f"q_weighted_particles.weight_map={weight_map!r} is not one of {WEIGHT_MAPS}.")
+    raise ConfigError(f"q_weighted_particles.weight_map={weight_map!r} is not one of "
+                      f"{WEIGHT_MAPS}.")
 
   def init(actor_params):
     return {'frozen': actor_params}

@@ -23,7 +23,8 @@ class Results(NamedTuple):
   variants: List[str]                 # in order; the first is the baseline unless named
   baseline: str
   tasks: List[str]
-  curves: Dict[Tuple[str, str], Dict[int, Tuple[np.ndarray, np.ndarray]]]  # (v, t) -> seed -> (frames, returns)
+  # (variant, task) -> seed -> (frames, returns)
+  curves: Dict[Tuple[str, str], Dict[int, Tuple[np.ndarray, np.ndarray]]]
 
 
 def _read_eval(path: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -236,7 +237,8 @@ def plot(res: Results, summary: dict, out_dir: str, reps: int = 2000, seed: int 
 
   tasks = [t for t in res.tasks if summary['per_task'].get(t)]
   if tasks:
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 0.5 * len(res.variants) + 1.8),
+    fig, axes = plt.subplots(1, len(tasks),
+                             figsize=(4.5 * len(tasks), 0.5 * len(res.variants) + 1.8),
                              squeeze=False)
     for ax, task in zip(axes[0], tasks):
       intervals(ax, summary['per_task'][task], 'iqm', 'final return IQM (95% CI)')

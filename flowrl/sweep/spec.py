@@ -63,7 +63,8 @@ class Run(NamedTuple):
   @property
   def key(self) -> str:
     """Its folder under the sweep's runs/: variant/task/seeds_a-b."""
-    return os.path.join(safe_name(self.variant), safe_name(self.task), 's' + '-'.join(map(str, self.seeds)))
+    seeds = 's' + '-'.join(map(str, self.seeds))
+    return os.path.join(safe_name(self.variant), safe_name(self.task), seeds)
 
 
 def safe_name(text: str) -> str:

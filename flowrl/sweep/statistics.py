@@ -90,7 +90,8 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
 MIN_RUNS = 5
 
 
-def differs(interval, baseline_interval, runs: int = MIN_RUNS, baseline_runs: int = MIN_RUNS) -> str:
+def differs(interval, baseline_interval, runs: int = MIN_RUNS,
+            baseline_runs: int = MIN_RUNS) -> str:
   """'higher' / 'lower' when the two 95% intervals do not overlap, else 'within CI'; with fewer
   than MIN_RUNS runs on either side, 'too few runs (n < 5)'."""
   if min(runs, baseline_runs) < MIN_RUNS:
