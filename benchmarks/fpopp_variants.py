@@ -3,9 +3,9 @@ test's settings (tests/test_learning.py GENERATIVE_COMMON: 2 vmapped seeds x 4 e
 of 256 steps, 41k frames, 5 evaluations), FPO's flow settings, and one change at a time from
 FPO's averaged ratio to FPO++'s per-pair ASPO; then gin/fpopp.gin itself and one change at a
 time from it: 4x the iterations (rollouts of 64 steps; the same frames, minibatch size and
-optimizer steps), no SPO branch, FPO's eps-space loss, and 4x or 16x the rollout at the same 40
-iterations (more frames). One variant at a time, on both cores. Prints and writes
-benchmarks/results/fpopp_variants.json (the seeds' mean return per evaluation).
+optimizer steps), no SPO branch, FPO's eps-space loss, 4x or 16x the rollout at the same 40
+iterations (more frames), and the learning test's looser setting (clip 1.0, lr 3e-4). One
+variant at a time, on both cores. Prints and writes benchmarks/results/fpopp_variants.json (the seeds' mean return per evaluation).
 Usage: python benchmarks/fpopp_variants.py [--work DIR]"""
 import argparse
 import json
@@ -17,6 +17,7 @@ sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'fpopp_variants.json')
 FPO = ['rollout_source.epochs=16', 'Method.reward_scale=1.0', 'Method.gamma=0.99']
 PAIRS = FPO + ['fpo_ratio.per_sample=True']
+LR_3E4 = ['actor_optimizer.learning_rate=3e-4', 'critic_optimizer.learning_rate=3e-4']
 VARIANTS = {   # name: (gin file, bindings beyond GENERATIVE_COMMON)
     'fpo (losses averaged, PPO-clip)': ('fpo', FPO),
     'per-pair ratios, PPO-clip': ('fpo', PAIRS),
@@ -41,6 +42,10 @@ VARIANTS = {   # name: (gin file, bindings beyond GENERATIVE_COMMON)
     'gin/fpopp.gin with 64 envs (16384 frames per iteration, 40 iterations, 655k frames)': (
         'fpopp', ['train.envs_per_seed=64', 'train.total_frames=655360',
                   'train.eval_every=131072', 'train.checkpoint_every=655360']),
+    # A looser trust region and larger steps, as the learning test gives DPPO and ReinFlow:
+    'gin/fpopp.gin at clip 1.0 and lr 3e-4': ('fpopp', ['fpo_ratio.clip=1.0', *LR_3E4]),
+    'gin/fpopp.gin at clip 1.0 and lr 3e-4 in 8 minibatches (tests/test_learning.py)': (
+        'fpopp', ['fpo_ratio.clip=1.0', *LR_3E4, 'rollout_source.minibatches=8']),
 }
 
 
