@@ -349,18 +349,21 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_refused_in_one_sentence(sac_r
     _final(agent, dirs['a'], CFG._replace(buffer_size=500))
 
 
+def _random_dataset(rows):
+  """A dataset source of `rows` random Pendulum-shaped transitions, 2 updates of 16 per step."""
+  from flowrl.data.dataset import dataset
+  rng = np.random.default_rng(0)
+  arrays = {'obs': rng.normal(size=(rows, 3)), 'action': rng.uniform(-1, 1, (rows, 1)),
+            'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
+            'terminated': np.zeros(rows)}
+  return dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
+
+
 def test_the_driver_trains_on_a_dataset_without_stepping_an_env(tmp_path):
   """The dataset source through the same driver: no training env is made or stepped, every step
   is one burst of updates on the device-resident arrays (frames count updates), evaluation runs
   as usual, and the checkpoint keeps everything but the dataset."""
-  from flowrl.data.dataset import dataset
-  agent = _agent(SAC)
-  rng = np.random.default_rng(0)
-  rows = 500
-  arrays = {'obs': rng.normal(size=(rows, 3)), 'action': rng.uniform(-1, 1, (rows, 1)),
-            'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
-            'terminated': np.zeros(rows)}
-  source = dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
+  agent, source = _agent(SAC), _random_dataset(500)
   cfg = CFG._replace(total_frames=100, learning_starts=0, random_frames=0, eval_every=100,
                      checkpoint_every=100, log_every=50)
   made = []
@@ -387,14 +390,7 @@ def test_a_signal_that_comes_while_a_frame_is_awaited_saves_that_frame(tmp_path,
   which is where an offline burst of updates is awaited) saves frame 10 and stops, not one step
   later: a step of a long offline burst takes minutes."""
   import signal
-  from flowrl.data.dataset import dataset
-  agent = _agent(SAC)
-  rng = np.random.default_rng(0)
-  rows = 200
-  arrays = {'obs': rng.normal(size=(rows, 3)), 'action': rng.uniform(-1, 1, (rows, 1)),
-            'reward': rng.normal(size=rows), 'next_obs': rng.normal(size=(rows, 3)),
-            'terminated': np.zeros(rows)}
-  source = dataset({k: v.astype(np.float32) for k, v in arrays.items()}, batch_size=16, n=2)
+  agent, source = _agent(SAC), _random_dataset(200)
   cfg = CFG._replace(total_frames=40, learning_starts=0, random_frames=0, eval_every=1000,
                      checkpoint_every=1000, log_every=2)
   real_log = driver.Driver.log
