@@ -5,7 +5,8 @@ FPO's averaged ratio to FPO++'s per-pair ASPO; then gin/fpopp.gin itself and one
 time from it: 4x the iterations (rollouts of 64 steps; the same frames, minibatch size and
 optimizer steps), no SPO branch, FPO's eps-space loss, 4x or 16x the rollout at the same 40
 iterations (more frames), and the learning test's looser setting (clip 1.0, lr 3e-4). One
-variant at a time, on both cores. Prints and writes benchmarks/results/fpopp_variants.json (the seeds' mean return per evaluation).
+variant at a time, on both cores. Prints and writes benchmarks/results/fpopp_variants.json
+(the seeds' mean return per evaluation).
 Usage: python benchmarks/fpopp_variants.py [--work DIR]"""
 import argparse
 import json
