@@ -1,7 +1,8 @@
 """The actor's and the critic's optimizers: Adam (optax), optionally after global-norm clipping,
 with AdamW's decoupled weight decay, a linear or cosine learning-rate decay, or the adaptive-KL
 learning rate of on-policy methods (a hyperparameter in the optimizer state via
-`optax.inject_hyperparams`, moved by `adapt_to_kl` after each minibatch)."""
+`optax.inject_hyperparams`, moved by `adapt_to_kl` after each minibatch), and the one global-norm
+clip over both networks' gradients of the single-optimizer PPO codes (`joint_clip`)."""
 from typing import Optional
 
 import gin
@@ -82,3 +83,26 @@ def critic_optimizer(learning_rate: float = 3e-4, max_grad_norm: float = 0.0,
   (`kl_target`: moved by the actor's approximate KL, on-policy)."""
   return _adam(learning_rate, max_grad_norm, final_learning_rate, decay_steps, eps, decay,
                'critic_optimizer', weight_decay, kl_target, b2)
+
+
+@gin.configurable(module='flowrl')
+def joint_clip(onpolicy: bool, max_grad_norm: float = 0.0):
+  """(actor grads, critic grads) -> both scaled by min(1, max_grad_norm / ‖(g_actor, g_critic)‖₂):
+  the one `clip_grad_norm_` over every parameter of the PPO codes that step one optimizer on the
+  joint loss pg − c_H·H + c_V·L_V (CleanRL's ppo_continuous_action.py, Stable-Baselines3's PPO).
+  Adam is per parameter, so one Adam over both networks is two Adams with the same settings; the
+  clip is what couples them: when it engages, the actor's step shrinks by the factor the critic's
+  gradient (scaled by its value coefficient, usually the larger) sets. Each network's own
+  `max_grad_norm` then applies to its part. 0: off. On-policy minibatch updates only, where the
+  actor and the critic step on the same minibatch; `onpolicy` is the method's paradigm."""
+  if not max_grad_norm >= 0:
+    raise ConfigError(f'joint_clip.max_grad_norm={max_grad_norm!r} must be 0 (off) or positive.')
+  if max_grad_norm and not onpolicy:
+    raise ConfigError('joint_clip.max_grad_norm clips the actor and the critic of one on-policy '
+                      'minibatch together, but this method updates them off-policy in separate '
+                      'steps: bind actor_optimizer.max_grad_norm and '
+                      'critic_optimizer.max_grad_norm instead.')
+  if not max_grad_norm:
+    return lambda grads: grads
+  clip = optax.clip_by_global_norm(max_grad_norm)
+  return lambda grads: clip.update(grads, clip.init(grads))[0]

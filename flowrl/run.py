@@ -89,6 +89,7 @@ def list_primitives() -> str:
                    ('DenoiserNet', networks.DenoiserNet.__init__, networks.DenoiserNet),
                    ('actor_optimizer', method_module.actor_optimizer),
                    ('critic_optimizer', method_module.critic_optimizer),
+                   ('joint_clip', method_module.joint_clip),
                    ('cosine_schedule', schedules.cosine_schedule),
                    ('linear_schedule', schedules.linear_schedule),
                    ('train', train_step.TrainConfig), ('env', registry.env),

@@ -394,3 +394,47 @@ def test_per_rollout_advantage_normalization_keeps_raw_returns():
   raw = np.asarray(out[False].advantages)
   np.testing.assert_allclose(out[True].advantages, (raw - raw.mean()) / (raw.std() + 1e-8),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_joint_clip_scales_both_networks_steps_by_one_factor_from_their_joint_norm():
+  """Adam with ε = 1e6 and lr = 1e6 steps by ≈ −g (its first step is lr·g/(|g| + ε)), so the
+  parameter change shows the clipped gradient. With joint_clip both networks' changes are the
+  unclipped ones times m/‖(g_actor, g_critic)‖, the torch clip_grad_norm_ over all parameters."""
+  import gin
+  obs = jax.random.normal(jax.random.PRNGKey(1), (16, SPEC.obs_dim))
+
+  def steps(max_norm):
+    gin.clear_config()
+    for opt in ('actor_optimizer', 'critic_optimizer'):
+      gin.bind_parameter(f'{opt}.learning_rate', 1e6)
+      gin.bind_parameter(f'{opt}.eps', 1e6)
+    gin.bind_parameter('joint_clip.max_grad_norm', max_norm)
+    agent = compile_method(ppo(), SPEC, ROLLOUT)
+    state = agent.init(jax.random.PRNGKey(0))
+    action, extras = agent.collect(state, obs, jax.random.PRNGKey(2))
+    columns = {'obs': obs, 'action': action, **extras,
+               'advantage': jax.random.normal(jax.random.PRNGKey(3), (16,)),
+               'return': jax.random.normal(jax.random.PRNGKey(4), (16,)) + 3.0}
+    new, _, _ = agent.update(state, columns, jax.random.PRNGKey(5))
+    delta = lambda new_p, old_p: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda n, o: n - o, new_p, old_p))])
+    return (delta(new.actor.params, state.actor.params),
+            delta(new.critic.params, state.critic.params))
+
+  raw_actor, raw_critic = steps(0.0)
+  norm = np.sqrt(np.sum(raw_actor ** 2) + np.sum(raw_critic ** 2))
+  assert norm > 0.1 and np.sum(raw_critic ** 2) > np.sum(raw_actor ** 2)   # the value sets it
+  clipped_actor, clipped_critic = steps(0.1)
+  np.testing.assert_allclose(clipped_actor, raw_actor * 0.1 / norm, rtol=1e-3, atol=1e-7)
+  np.testing.assert_allclose(clipped_critic, raw_critic * 0.1 / norm, rtol=1e-3, atol=1e-7)
+  big_actor, _ = steps(10 * norm)                        # under the threshold: unchanged
+  np.testing.assert_allclose(big_actor, raw_actor, rtol=1e-5, atol=1e-7)
+
+
+def test_joint_clip_is_refused_off_policy():
+  import gin
+  gin.bind_parameter('joint_clip.max_grad_norm', 0.5)
+  sac = method(P.tanh_gaussian(hidden=(8,)), S.sampler(S.direct()), G.reparam_q(),
+               R.no_regularizer(), critic.ensemble_q(hidden=(8,)), name='sac')
+  with pytest.raises(ConfigError, match='off-policy.*actor_optimizer.max_grad_norm'):
+    compile_method(sac, SPEC)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from flowrl.compose.method import (Method, actor_optimizer, adapt_to_kl, critic_optimizer,
-                                  validate)
+                                  joint_clip, validate)
 from flowrl.control_flow import cond_or_pass
 from flowrl.primitives import evaluation_actor, normalization
 from flowrl.primitives.base import ActorInputs, EnvSpec
@@ -155,15 +155,15 @@ def _learning_steps(method: Method, policy, sampler, signal, reg, critic, actor_
   return critic_step, actor_step, sample_many_actions
 
 
-def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor_opt, critic_opt):
+def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor_opt, critic_opt,
+                     clip):
   """One minibatch step of an on-policy method: the critic's value loss on the rollout's returns
-  and the signal's loss (plus the regularizer's) on its actions, each with its own optimizer."""
+  and the signal's loss (plus the regularizer's) on its actions, each with its own optimizer after
+  `clip` (`joint_clip`: one global-norm clip over both gradients, or none)."""
 
   def update(state: TrainState, columns, key):
     c, a = state.critic, state.actor
-    (_, critic_metrics), grads = jax.value_and_grad(critic.loss, has_aux=True)(c.params, columns)
-    updates, opt_state = critic_opt.update(grads, c.opt_state, c.params)
-    critic_state = c._replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state)
+    (_, critic_metrics), c_grads = jax.value_and_grad(critic.loss, has_aux=True)(c.params, columns)
     signal_key, reg_key = jax.random.split(key)
     q = lambda o, act: critic.values(c.params, o, act)
     inputs = ActorInputs(columns['obs'], columns['action'], columns, policy, sampler, q,
@@ -174,12 +174,14 @@ def _onpolicy_update(method: Method, policy, sampler, signal, reg, critic, actor
       reg_loss = reg.actor_loss(state.reg, aux, params, inputs, reg_key)
       return signal_loss + reg_loss, (signal_loss, aux)
 
-    (_, (signal_loss, aux)), grads = jax.value_and_grad(loss, has_aux=True)(a.params)
-    updates, opt_state = actor_opt.update(grads, a.opt_state, a.params)
+    (_, (signal_loss, aux)), a_grads = jax.value_and_grad(loss, has_aux=True)(a.params)
+    a_grads, c_grads = clip((a_grads, c_grads))
+    updates, opt_state = critic_opt.update(c_grads, c.opt_state, c.params)
+    critic_state = c._replace(params=optax.apply_updates(c.params, updates),
+                              opt_state=adapt_to_kl(opt_state, aux['approx_kl']))
+    updates, opt_state = actor_opt.update(a_grads, a.opt_state, a.params)
     actor = a._replace(params=optax.apply_updates(a.params, updates),
                        opt_state=adapt_to_kl(opt_state, aux['approx_kl']))
-    critic_state = critic_state._replace(
-        opt_state=adapt_to_kl(critic_state.opt_state, aux['approx_kl']))
     metrics = {**{f'critic/{k}': v for k, v in critic_metrics.items()},
                'actor/loss': signal_loss, **{f'actor/{k}': v for k, v in _scalars(aux, ()).items()},
                'actor_updated': jnp.float32(1.0)}
@@ -195,6 +197,7 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   sampler, signal = method.sampler, method.signal
   validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
+  onpolicy, clip = 'v' in critic.provides, joint_clip('v' in critic.provides)
   needs_reference = 'reference_actor' in signal.requires | reg.requires | sampler.requires
   acting = lambda s: chain_params(sampler.kernel, s.actor.params, s.reference, s.step)
 
@@ -259,9 +262,8 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   def value(state: TrainState, obs):
     return critic.values(state.critic.params, obs, None)[0]
 
-  onpolicy = 'v' in critic.provides
-  update = (_onpolicy_update(method, policy, sampler, signal, reg, critic, actor_opt, critic_opt)
-            if onpolicy else offpolicy_update)
+  update = (_onpolicy_update(method, policy, sampler, signal, reg, critic, actor_opt, critic_opt,
+                              clip) if onpolicy else offpolicy_update)
   extras = {}
   if onpolicy:       # per-row shapes of what collect stores, from one traced observation
     one = jax.eval_shape(lambda k: collect(init(k), jnp.zeros((1, spec.obs_dim)), k),

@@ -7,7 +7,8 @@ import gin
 from flowrl.errors import ConfigError
 from flowrl.primitives import REGISTRY
 from flowrl.primitives.base import EnvSpec
-from flowrl.optimizers import actor_optimizer, adapt_to_kl, critic_optimizer  # noqa: F401
+from flowrl.optimizers import (actor_optimizer, adapt_to_kl, critic_optimizer,  # noqa: F401
+                               joint_clip)
 
 # Which axis is expected to provide each capability, and what it means in an error message.
 CAPABILITIES = {
