@@ -4,7 +4,9 @@ of 256 steps, 41k frames, 5 evaluations), FPO's flow settings, and one change at
 FPO's averaged ratio to FPO++'s per-pair ASPO; then gin/fpopp.gin itself and one change at a
 time from it: 4x the iterations (rollouts of 64 steps; the same frames, minibatch size and
 optimizer steps), no SPO branch, FPO's eps-space loss, 4x or 16x the rollout at the same 40
-iterations (more frames), and the learning test's looser setting (clip 1.0, lr 3e-4). One
+iterations (more frames), and the learning test's looser setting (clip 1.0, lr 3e-4), each
+with the mean CFM loss over |A| and t ~ U(0, 1) they were measured with; last, gin/fpopp.gin now
+(flow-rl's loss sum / sqrt|A| and t ~ U(0.005, 0.995)), alone and in the learning test. One
 variant at a time, on both cores. Prints and writes benchmarks/results/fpopp_variants.json
 (the seeds' mean return per evaluation).
 Usage: python benchmarks/fpopp_variants.py [--work DIR]"""
@@ -19,6 +21,9 @@ RESULTS = os.path.join(ROOT, 'benchmarks', 'results', 'fpopp_variants.json')
 FPO = ['rollout_source.epochs=16', 'Method.reward_scale=1.0', 'Method.gamma=0.99']
 PAIRS = FPO + ['fpo_ratio.per_sample=True']
 LR_3E4 = ['actor_optimizer.learning_rate=3e-4', 'critic_optimizer.learning_rate=3e-4']
+# The table was measured before gin/fpopp.gin took flow-rl's CFM reduction (sum / sqrt|A|) and t
+# range (0.005, 0.995): its fpopp rows keep the mean over |A| and t ~ U(0, 1) they ran with.
+AS_MEASURED = ['fpo_ratio.reduction="mean"', 'fpo_ratio.t_range=None']
 VARIANTS = {   # name: (gin file, bindings beyond GENERATIVE_COMMON)
     'fpo (losses averaged, PPO-clip)': ('fpo', FPO),
     'per-pair ratios, PPO-clip': ('fpo', PAIRS),
@@ -48,6 +53,14 @@ VARIANTS = {   # name: (gin file, bindings beyond GENERATIVE_COMMON)
     'gin/fpopp.gin at clip 1.0 and lr 3e-4 in 8 minibatches (tests/test_learning.py)': (
         'fpopp', ['fpo_ratio.clip=1.0', *LR_3E4, 'rollout_source.minibatches=8']),
 }
+# gin/fpopp.gin as it is now, with flow-rl's CFM reduction and t range.
+CURRENT = {
+    'gin/fpopp.gin now (loss sum / sqrt|A|, t ~ U(0.005, 0.995))': ('fpopp', []),
+    'gin/fpopp.gin now at clip 1.0 and lr 3e-4 in 8 minibatches (the learning test, with t ~ '
+    'U(0.005, 0.995))': (
+        'fpopp', ['fpo_ratio.clip=1.0', *LR_3E4, 'rollout_source.minibatches=8']),
+}
+VARIANTS.update(CURRENT)
 
 
 def main():
@@ -63,7 +76,8 @@ def main():
     out = os.path.join(args.work, str(i))
     if name not in results:
       gin.clear_config()
-      cli.parse_config([os.path.join(ROOT, 'gin', f'{method}.gin')], GENERATIVE_COMMON + extra)
+      cli.parse_config([os.path.join(ROOT, 'gin', f'{method}.gin')], GENERATIVE_COMMON + extra
+                       + (AS_MEASURED if method == 'fpopp' and name not in CURRENT else []))
       agent, cfg, env = cli.build()
       driver.run(agent, cfg, env, out, progress=False, seeds=[0, 1])
       returns, per_seed = seed_mean_returns(out)

@@ -54,7 +54,8 @@ METHODS = {
     'genpo': lambda: _method(CF.coupled_flow(steps=2, hidden=(16,)), S.direct(), PG.ppo_clip()),
     'fpo++': lambda: _method(P.rectified_flow(), S.euler(),
                              PG.fpo_ratio(samples=4, per_sample=True, objective='aspo',
-                                          action_noise=0.02)),
+                                          action_noise=0.02, reduction='sqrt',
+                                          t_range=(0.005, 0.995))),
 }
 
 
@@ -194,6 +195,33 @@ def test_fpo_plus_plus_aspo_objective_per_pair():
   # The clamp at 10 is straight-through: the clamped pair (Â < 0, SPO's side) keeps its gradient.
   grad = jax.grad(lambda p: sig.loss(p, inputs, None)[0])(params)
   assert float(jnp.abs(grad[1, 1])) > 0
+
+
+def test_fpo_plus_plus_pairs_take_t_from_its_range_and_sum_over_root_a():
+  """flow-rl fpopp.py's pairs: t = 0.005 + 0.99·u, and ℓ = Σ_A (ε̂ − ε)² / √|A| with
+  ε̂ = x_t + (1 − t)·v̂ on the flow x_t = (1 − t)·a + t·ε, computed here by hand."""
+  policy = P.rectified_flow()(SPEC)
+  params = policy.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (5, SPEC.obs_dim))
+  rule = S.sampler(S.euler(), steps=4)
+  pairs = lambda **kw: PG.fpo_ratio(samples=64, per_sample=True, objective='aspo', **kw).collect(
+      policy, rule, params, obs, jax.random.PRNGKey(2))
+  action, flow_rl = pairs(reduction='sqrt', t_range=(0.4, 0.6))
+  t, eps = np.asarray(flow_rl['fpo_t'], np.float64), np.asarray(flow_rl['fpo_eps'], np.float64)
+  assert t.min() >= 0.4 and t.max() <= 0.6 and len(np.unique(t)) == t.size   # not on a grid
+  a = np.broadcast_to(np.asarray(action, np.float64)[:, None], eps.shape)
+  x_t = (1 - t[..., None]) * a + t[..., None] * eps
+  rows = lambda v: jnp.asarray(v.reshape((-1,) + v.shape[2:]), jnp.float32)
+  v_hat = np.asarray(policy.predict(params, rows(np.repeat(np.asarray(obs)[:, None], 64, 1)),
+                                    rows(x_t), rows(t)), np.float64).reshape(eps.shape)
+  eps_hat = x_t + (1 - t[..., None]) * v_hat
+  want = np.sum((eps_hat - eps) ** 2, axis=-1) / np.sqrt(SPEC.act_dim)
+  np.testing.assert_allclose(flow_rl['fpo_loss'], want, rtol=2e-4, atol=1e-5)
+  _, mean = pairs(t_range=(0.4, 0.6))                       # the same pairs, the mean over |A|
+  np.testing.assert_allclose(flow_rl['fpo_loss'], np.sqrt(SPEC.act_dim) * mean['fpo_loss'],
+                             rtol=1e-5)
+  _, grid = pairs()                                         # no range: the flow's own t ~ U(0, 1)
+  assert np.asarray(grid['fpo_t']).min() < 0.4 or np.asarray(grid['fpo_t']).max() > 0.6
 
 
 @pytest.mark.parametrize('build, words', [

@@ -12,6 +12,8 @@ Each signal says what the rollout stores beside the action (`collect`), computed
 function that re-scores it in training, so the first epoch's ratio is 1. All report the
 approximate KL mean((r − 1) − log r) and the clipped fraction.
 """
+from typing import Optional, Tuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -168,7 +170,8 @@ OBJECTIVES = ('ppo', 'aspo')
 def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
               objective: str = 'ppo', space: str = 'eps', loss_max: float = 20.0,
               log_ratio_max: float = 10.0, advantage_max: float = 100.0,
-              action_noise: float = 0.0, normalize_advantage: bool = True) -> Signal:
+              action_noise: float = 0.0, normalize_advantage: bool = True,
+              reduction: str = 'mean', t_range: Optional[Tuple[float, float]] = None) -> Signal:
   """FPO (McAllister et al. 2025): at collection, N = `samples` pairs (t_i, ε_i) on the policy's
   own training grid and ℓ_old,i = ℓ_θold(a, t_i, ε_i; s), the policy's regression loss
   (`cfm_loss_at`; `space` 'eps': mean_A ‖ε̂ − ε‖², FPO's default 'u_but_supervise_as_eps',
@@ -181,7 +184,13 @@ def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
   since bae22f4, "matching official"; losses capped at `loss_max`), and
   objective 'aspo': PPO-clip for Â ≥ 0, SPO's ρÂ − |Â|/(2ε)·(ρ − 1)² for Â < 0, with Â clamped
   to ±`advantage_max`, averaged over B × N. `action_noise` adds that std of Gaussian noise to the
-  collected action (clipped to ±2) before ℓ_old is taken (FPO++: 0.02)."""
+  collected action (clipped to ±2) before ℓ_old is taken (FPO++: 0.02).
+
+  `reduction` 'mean' takes ℓ as the mean of squares over the |A| action dimensions; 'sqrt' as
+  their sum over √|A| (= √|A|·mean, flow-rl fpopp.py's `cfm_loss_reduction: sqrt`), which scales
+  every log-ratio by √|A|. `t_range` (lo, hi) draws the pairs' t ~ U(lo, hi) (FPO++: (0.005,
+  0.995), fpopp.py's t = 0.005 + 0.99·u at β = 1) instead of on the policy's own training grid;
+  on a policy with a discrete grid (a VP diffusion) t is then rounded to it."""
   if objective not in OBJECTIVES:
     raise ConfigError(f'fpo_ratio.objective={objective!r} is not one of {OBJECTIVES}.')
   if objective == 'aspo' and not per_sample:
@@ -189,6 +198,15 @@ def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
                       "fpo_ratio.per_sample = True with it.")
   if space not in ('eps', 'native'):
     raise ConfigError(f"fpo_ratio.space={space!r} is not one of ('eps', 'native').")
+  if reduction not in ('mean', 'sqrt'):
+    raise ConfigError(f"fpo_ratio.reduction={reduction!r} is not one of ('mean', 'sqrt').")
+  if t_range is not None and not (isinstance(t_range, (tuple, list)) and len(t_range) == 2
+                                  and 0.0 <= t_range[0] < t_range[1] <= 1.0):
+    raise ConfigError(f'fpo_ratio.t_range={t_range!r} must be (lo, hi) with 0 <= lo < hi <= 1.')
+
+  def cfm_loss(policy, params, obs, action, t, eps):                  # ℓ [B, N]
+    ell = policy.cfm_loss_at(params, obs, action, t, eps, space)
+    return ell * jnp.sqrt(eps.shape[-1]) if reduction == 'sqrt' else ell
 
   def collect(policy, sampler, params, obs, key):
     sample_key, noise_key, pair_key = jax.random.split(key, 3)
@@ -197,12 +215,15 @@ def fpo_ratio(samples: int = 8, clip: float = 0.05, per_sample: bool = False,
       action = jnp.clip(action + action_noise * jax.random.normal(noise_key, action.shape), -2, 2)
     many = jnp.broadcast_to(action[:, None], action.shape[:1] + (samples,) + action.shape[1:])
     _, t, eps, _, _ = policy.noised(many, pair_key)                  # t [B, N], ε [B, N, A]
+    if t_range is not None:
+      t = jax.random.uniform(jax.random.fold_in(pair_key, 1), t.shape, minval=t_range[0],
+                             maxval=t_range[1])
     return action, {'fpo_t': t, 'fpo_eps': eps,
-                    'fpo_loss': policy.cfm_loss_at(params, obs, action, t, eps, space)}
+                    'fpo_loss': cfm_loss(policy, params, obs, action, t, eps)}
 
   def loss(params, inp: ActorInputs, key):
     c = inp.columns
-    new = inp.policy.cfm_loss_at(params, inp.obs, inp.action, c['fpo_t'], c['fpo_eps'], space)
+    new = cfm_loss(inp.policy, params, inp.obs, inp.action, c['fpo_t'], c['fpo_eps'])
     old = c['fpo_loss']
     chex.assert_equal_shape([new, old])                                          # [B, N]
     adv = _advantage(inp, normalize_advantage)
