@@ -105,19 +105,18 @@ REMARKS = {
         'the target of 5156 set before the first run: not met. With one clip per network the '
         'same seeds gave 4638 (5887, 5158, 4645, 2862), so the coupled clip is within seed '
         'spread. Three seeds are at or above 4824 and the best above SB3\'s 5819; seed 3 stays '
-        'near 2900 in both runs. SB3\'s '
-        'figure is one trained agent and its 663 the spread of that agent\'s episodes, so a '
-        'mean over seeds, which counts a stuck seed, is a harder bar than the one run it '
-        'comes from. The differences left are zero biases (PyTorch: uniform) and running '
-        'statistics moved once per rollout.',
+        'near 2900 in both runs. SB3\'s figure is one trained agent and its 663 the spread of '
+        'that agent\'s episodes, so a mean over seeds, which counts a stuck seed, is a harder '
+        'bar than the one run it comes from. The differences left are zero biases (PyTorch: '
+        'uniform) and running statistics moved once per rollout.',
     ('ppo-joint', 'HalfCheetah-v5', 1_000_000):
         'gin/ppo.gin with CleanRL\'s one gradient clip of 0.5 over both networks (joint_clip, '
         'value coefficient 0.25; benchmarks/gin/ppo_joint_clip.gin) instead of one per '
         'network: the mean 2624 is above ppo2\'s 2149, but one seed makes it (5098, which '
-        'pulled away from the others from 200k frames on); the other three end at 1715, 1882 and 1800, '
-        'where the per-network clip\'s four ended at 1739-1899, and the IQM (1841) equals '
-        'that row\'s mean (1840). So the coupled clip is not shown to change learning here; '
-        'the target counts as met only by the mean, on one seed. gin/ppo.gin keeps its '
+        'pulled away from the others from 200k frames on); the other three end at 1715, 1882 '
+        'and 1800, where the per-network clip\'s four ended at 1739-1899, and the IQM (1841) '
+        'equals that row\'s mean (1840). So the coupled clip is not shown to change learning '
+        'here; the target counts as met only by the mean, on one seed. gin/ppo.gin keeps its '
         'per-network clips, with which its Hopper and Walker2d rows were run.',
     ('ppo-small', 'Hopper-v5', 200_000):
         'the on-policy generative group (ppo-small, dppo-small, reinflow-small, fpo-small, '

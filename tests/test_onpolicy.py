@@ -401,6 +401,7 @@ def test_joint_clip_scales_both_networks_steps_by_one_factor_from_their_joint_no
   parameter change shows the clipped gradient. With joint_clip both networks' changes are the
   unclipped ones times m/‖(g_actor, g_critic)‖, the torch clip_grad_norm_ over all parameters."""
   import gin
+  from jax.flatten_util import ravel_pytree
   obs = jax.random.normal(jax.random.PRNGKey(1), (16, SPEC.obs_dim))
 
   def steps(max_norm):
@@ -416,8 +417,7 @@ def test_joint_clip_scales_both_networks_steps_by_one_factor_from_their_joint_no
                'advantage': jax.random.normal(jax.random.PRNGKey(3), (16,)),
                'return': jax.random.normal(jax.random.PRNGKey(4), (16,)) + 3.0}
     new, _, _ = agent.update(state, columns, jax.random.PRNGKey(5))
-    delta = lambda new_p, old_p: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(
-        jax.tree_util.tree_map(lambda n, o: n - o, new_p, old_p))])
+    delta = lambda new_p, old_p: np.asarray(ravel_pytree(new_p)[0] - ravel_pytree(old_p)[0])
     return (delta(new.actor.params, state.actor.params),
             delta(new.critic.params, state.critic.params))
 

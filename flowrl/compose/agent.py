@@ -197,7 +197,8 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
   sampler, signal = method.sampler, method.signal
   validate(policy, sampler, signal, reg, critic, spec, source or REPLAY)
   actor_opt, critic_opt = actor_optimizer(), critic_optimizer()
-  onpolicy, clip = 'v' in critic.provides, joint_clip('v' in critic.provides)
+  onpolicy = 'v' in critic.provides
+  clip = joint_clip(onpolicy)
   needs_reference = 'reference_actor' in signal.requires | reg.requires | sampler.requires
   acting = lambda s: chain_params(sampler.kernel, s.actor.params, s.reference, s.step)
 
