@@ -45,7 +45,11 @@ EXTRA_GIN = {'ppo-sb3': 'benchmarks/gin/ppo_sb3_halfcheetah.gin'}
 ONPOLICY['ppo-joint'] = 1_000_000
 OWN_TASKS['ppo-joint'] = ('HalfCheetah-v5',)
 EXTRA_GIN['ppo-joint'] = 'benchmarks/gin/ppo_joint_clip.gin'
-EVAL_EVERY = {'ppo': 50_000, 'ppo-sb3': 50_000, 'ppo-joint': 50_000}
+# The SB3 setting with PyTorch's uniform biases as well as its weights (torch_linear).
+ONPOLICY['ppo-sb3-torch'] = 1_000_000
+OWN_TASKS['ppo-sb3-torch'] = ('HalfCheetah-v5',)
+EXTRA_GIN['ppo-sb3-torch'] = 'benchmarks/gin/ppo_sb3_torch_init.gin'
+EVAL_EVERY = {'ppo': 50_000, 'ppo-sb3': 50_000, 'ppo-joint': 50_000, 'ppo-sb3-torch': 50_000}
 # The diffusion/flow on-policy methods side by side on Hopper-v5 at one frame budget, in a common
 # small setting (benchmarks/gin/onpolicy_small/: 2x64 networks, 8 envs x 256 steps; their
 # papers' settings are for 1M+ frames on GPUs), with PPO in the same setting as the baseline.
@@ -79,6 +83,8 @@ REFERENCE[('ppo-sb3', 'HalfCheetah-v5', 1_000_000)] = {
               'trained agent (benchmark.md: "it corresponds to only one run"), so 663 is the '
               'spread of its evaluation episodes, not of seeds; target: mean >= 5156, the '
               'published mean less that spread, set before the first run'}
+REFERENCE[('ppo-sb3-torch', 'HalfCheetah-v5', 1_000_000)] = REFERENCE[('ppo-sb3', 'HalfCheetah-v5',
+                                                                      1_000_000)]
 
 # What a result means where no reference figure exists at its budget.
 REMARKS = {

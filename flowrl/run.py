@@ -100,7 +100,8 @@ def list_primitives() -> str:
                    ('initializers', initializers.initializers),
                    ('orthogonal', initializers.orthogonal),
                    ('variance_scaling', initializers.variance_scaling),
-                   ('haiku_default', initializers.haiku_default)):
+                   ('haiku_default', initializers.haiku_default),
+                   ('torch_linear', initializers.torch_linear)):
     lines.append(f'  {describe(fn, name, *doc)}')
   return '\n'.join(lines)
 

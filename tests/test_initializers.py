@@ -78,6 +78,27 @@ def test_variance_scaling_rejects_an_unknown_mode_in_one_sentence():
     initializers.variance_scaling(1.0, 'fan_max')
 
 
+def test_torch_linear_draws_weights_and_biases_from_u_of_one_over_sqrt_fan_in_per_layer():
+  """PyTorch's nn.Linear: W, b ~ U(±1/√fan_in), with each layer's own fan-in (17 into the first,
+  64 into the second); the same MLP under orthogonal keeps zero biases."""
+  gin.parse_config("""
+      gaussian.hidden_init = @torch_linear()
+      gaussian.output_init = @torch_linear()
+  """)
+  params = parameterization.gaussian(hidden=(64, 64))(EnvSpec(17, 6)).init(jax.random.PRNGKey(0))
+  for layer, fan_in, fan_out in [('linear_0', 17, 64), ('linear_1', 64, 64), ('linear_2', 64, 6)]:
+    w, b = (np.asarray(params[f'policy/~/{layer}'][k]) for k in ('w', 'b'))
+    bound = 1.0 / np.sqrt(fan_in)
+    assert w.shape == (fan_in, fan_out) and b.shape == (fan_out,)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert np.abs(b).max() <= bound and np.abs(b).max() > 0.5 * bound
+  w = np.asarray(params['policy/~/linear_1']['w'])
+  assert abs(w.var() * 3 * 64 - 1.0) < 0.1                # Var(W) = 1/(3 fan_in)
+  gin.clear_config()
+  params = parameterization.gaussian(hidden=(64, 64))(EnvSpec(17, 6)).init(jax.random.PRNGKey(0))
+  assert not any(np.any(np.asarray(params[f'policy/~/linear_{i}']['b'])) for i in range(3))
+
+
 def test_the_library_default_is_orthogonal_sqrt2_on_the_critic():
   params = critic.ensemble_q(hidden=(32, 32))(EnvSpec(3, 2)).init(jax.random.PRNGKey(0))
   w = np.asarray(params['q/~/linear_1']['w'][0])          # member 0's square hidden layer

@@ -14,12 +14,16 @@
                          A 'truncated_normal' is cut at ±2 std and rescaled to the variance asked.
   haiku_default()        hk.Linear's own: a normal cut at ±2 std with std 1/√fan_in before the
                          cut (so Var(W) ≈ 0.77/fan_in). DACER's and SDAC/DPMD's code use it.
+  torch_linear()         PyTorch's nn.Linear: W and b ~ U(±1/√fan_in), i.e. Var(W) = 1/(3·fan_in)
+                         (kaiming_uniform with a = √5). Stable-Baselines3's policies keep it
+                         where ortho_init=False (the RL Zoo's tuned MuJoCo PPO).
 
-Biases start at zero in every network (haiku, flax and the PyTorch codes this library follows all
-zero them, or fill them so). An initializer is an `Initializer`: hk's (shape, dtype) -> array with
+Biases start at zero (haiku, flax and most PyTorch codes this library follows zero them) except
+under an initializer that says otherwise: an `Initializer` may carry `bias`, fan_in -> the bias's
+initializer, which `bias_init` reads (only torch_linear does). An initializer is an `Initializer`: hk's (shape, dtype) -> array with
 a readable name, so `python -m flowrl.run --list` shows what a default is.
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import gin
 import haiku as hk
@@ -37,6 +41,7 @@ class Initializer(NamedTuple):
   """A haiku initializer (shape, dtype) -> array with the name it was made from."""
   name: str
   init: Callable
+  bias: Optional[Callable] = None    # fan_in -> the bias's haiku initializer; None: zeros
 
   def __call__(self, shape, dtype):
     return self.init(shape, dtype)
@@ -113,6 +118,26 @@ def _haiku_linear_default(shape, dtype):
 def haiku_default() -> Initializer:
   """hk.Linear's default: a normal cut at ±2 std, std 1/√fan_in before the cut."""
   return Initializer('haiku_default()', _haiku_linear_default)
+
+
+def _torch_bias(fan_in: int):
+  bound = 1.0 / np.sqrt(fan_in)
+  return hk.initializers.RandomUniform(-bound, bound)
+
+
+@gin.configurable(module='flowrl.init')
+def torch_linear() -> Initializer:
+  """PyTorch's nn.Linear.reset_parameters: W ~ U(±1/√fan_in) (kaiming_uniform, a = √5, so
+  Var(W) = 1/(3·fan_in)) and b ~ U(±1/√fan_in)."""
+  return Initializer('torch_linear()', hk.initializers.VarianceScaling(1.0 / 3.0, 'fan_in',
+                                                                         'uniform'), _torch_bias)
+
+
+def bias_init(initializer, fan_in: int) -> Callable:
+  """The initializer of the bias of a layer whose weights `initializer` draws from `fan_in`
+  inputs: the initializer's own `bias`, else zeros."""
+  bias = getattr(initializer, 'bias', None)
+  return bias(fan_in) if bias else jnp.zeros
 
 
 class Initializers(NamedTuple):

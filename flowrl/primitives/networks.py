@@ -44,7 +44,8 @@ def activation_fn(name: str) -> Callable:
 
 class MLP(hk.Module):
   """Hidden layers (`init.hidden`) with `activation`, then a linear output layer of width `out`
-  (`init.output`); biases start at zero. The layers are made in __init__ and named linear_0,
+  (`init.output`); biases start at zero unless the layer's initializer has its own
+  (`initializers.bias_init`). The layers are made in __init__ and named linear_0,
   linear_1, ..., so parameters are named as hk.nets.MLP's ('<name>/~/linear_<i>'). With
   `layer_norm`, each hidden activation is followed by a LayerNorm (Ba et al. 2016), as FQL's
   critic (Park et al. 2025: Dense → activation → LayerNorm)."""
@@ -54,17 +55,23 @@ class MLP(hk.Module):
     super().__init__(name=name)
     widths = list(hidden) + [out]
     self.act = activation_fn(activation)
-    self.layers = [hk.Linear(w, w_init=init.output if i == len(widths) - 1 else init.hidden,
-                             name=f'linear_{i}') for i, w in enumerate(widths)]
+    self.inits = [init.output if i == len(widths) - 1 else init.hidden for i in range(len(widths))]
+    self.layers = [hk.Linear(w, w_init=w_init, name=f'linear_{i}')
+                   for i, (w, w_init) in enumerate(zip(widths, self.inits))]
     self.norms = [hk.LayerNorm(-1, True, True, name=f'layer_norm_{i}')
                   for i in range(len(hidden))] if layer_norm else None
 
+  def _linear(self, i, x):
+    layer = self.layers[i]
+    layer.b_init = initializers.bias_init(self.inits[i], x.shape[-1])   # its fan-in is x's width
+    return layer(x)
+
   def __call__(self, x):
-    for i, layer in enumerate(self.layers[:-1]):
-      x = self.act(layer(x))
+    for i in range(len(self.layers) - 1):
+      x = self.act(self._linear(i, x))
       if self.norms:
         x = self.norms[i](x)
-    return self.layers[-1](x)
+    return self._linear(len(self.layers) - 1, x)
 
 
 def mlp(hidden: Sequence[int], out: int, activation: str, name: str = None,
@@ -115,9 +122,12 @@ class DenoiserNet(hk.Module):
   def condition(self, obs):
     h = obs
     for i, width in enumerate(self.obs_hidden):
-      h = self.act(hk.Linear(width, w_init=self.init.hidden, name=f'obs_embed_{i}')(h))
+      h = self.act(hk.Linear(width, w_init=self.init.hidden, name=f'obs_embed_{i}',
+                             b_init=initializers.bias_init(self.init.hidden, h.shape[-1]))(h))
     w_obs, _, _ = self._first_layer()
-    return h @ w_obs + hk.get_parameter('in_b', (self.hidden[0],), init=jnp.zeros)
+    fan_in = self.embed_dim + self.act_dim + self.time_dim
+    return h @ w_obs + hk.get_parameter('in_b', (self.hidden[0],),
+                                        init=initializers.bias_init(self.init.hidden, fan_in))
 
   def step(self, cond, x_t, t):
     h_t = fourier_time_embedding(t, self.time_dim)
