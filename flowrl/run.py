@@ -52,7 +52,8 @@ def _parser():
 
 
 def parse_seeds(text, base_seed: int):
-  """'--seeds 3' -> [base, base+1, base+2]; '--seeds 4,9' -> [4, 9]; None -> None (one plain run)."""
+  """'--seeds 3' -> [base, base+1, base+2]; '--seeds 4,9' -> [4, 9]; None -> None (one plain
+  run)."""
   from flowrl.errors import ConfigError
   if text is None:
     return None

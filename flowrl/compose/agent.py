@@ -209,7 +209,8 @@ def compile_method(method: Method, spec: EnvSpec, source=None) -> Agent:
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         actor=ActorState(a_params, copy(a_params), actor_opt.init(a_params)),
-        critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params), critic.init_extra()),
+        critic=CriticState(c_params, copy(c_params), critic_opt.init(c_params),
+                           critic.init_extra()),
         reg=reg.init(),
         signal=signal.init(copy(a_params)) if signal.init else (),
         reference=copy(a_params) if needs_reference else ())

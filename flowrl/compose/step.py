@@ -188,7 +188,7 @@ def batched_programs(agent: Agent, source: DataSource, cfg: TrainConfig, seeds, 
     act_eval(agent state, obs [S, 1, O], keys [S]) -> [S, 1, A];
     periodic(loop) -> loop, or None where the agent has no periodic step.
   One seed runs the unbatched programs (indexing inside jit is free); several are `vmap`ped over
-  `seed_axes`, each seed with its own keys, data and envs, so seed s gives a separate run's numbers."""
+  `seed_axes`, each seed with its own keys, data and envs: seed s gives a separate run's numbers."""
   step = make_frame_step(agent, source, cfg, envs)
   act = lambda state, obs, key: agent.act(state, obs, key, True)
   periodic = make_periodic_step(agent, source, cfg) if agent.periodic else None

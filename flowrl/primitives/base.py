@@ -74,7 +74,7 @@ class Policy(NamedTuple):
   init: Callable            # (key) -> params
   distribution: Optional[Callable] = None  # (params, obs) -> (distrax dist, mode action)
   predict: Optional[Callable] = None       # (params, obs, x_t, t) -> network output
-  path: Optional[Callable] = None          # (steps) -> (alpha[steps+1], sigma[steps+1]) at t=k/steps
+  path: Optional[Callable] = None          # (steps) -> (alpha, sigma) [steps+1] at t = k/steps
   to_eps_x0: Optional[Callable] = None     # (output, x_t, alpha, sigma) -> (eps_hat, x0_hat)
   fit_loss: Optional[Callable] = None      # (params, obs, a0, key) -> per-sample loss [B], on the
                                            #   policy's own training noise grid (not the sampler's)
@@ -184,7 +184,8 @@ class Regularizer(NamedTuple):
   actor_loss: Callable      # (state, aux, actor_params, inputs, key) -> scalar added to the
                             #   signal's loss (aux is the signal's; inputs its ActorInputs)
   target_bonus: Callable    # (state, next_log_prob or None) -> [B] or 0, added to min Q'
-  perturb: Callable         # (state, action, key, role) -> action; role in {'behaviour','target','actor'}
+  perturb: Callable         # (state, action, key, role) -> action;
+                            #   role in {'behaviour', 'target', 'actor'}
   update: Callable          # (state, step, aux, sample_many, key) -> (state, metrics)
   provides: frozenset = frozenset()
   temperature: Optional[Callable] = None  # (state) -> λ, with 'weight_temperature'
@@ -200,8 +201,8 @@ class Critic(NamedTuple):
   init: Callable            # (key) -> params (ensemble stacked on axis 0)
   init_extra: Callable      # () -> extra state (e.g. running std for DSAC-T)
   values: Callable          # (params, obs, act) -> [E, B] mean values
-  loss: Callable            # (params, target_params, extra, batch, next_action, bonus, discount, key)
-                            #   -> (loss, (new_extra, metrics))
+  loss: Callable            # (params, target_params, extra, batch, next_action, bonus,
+                            #   discount, key) -> (loss, (new_extra, metrics))
   provides: frozenset = frozenset({'q'})
   requires: frozenset = frozenset({'transitions'})   # of the data source
   state_values: Optional[Callable] = None   # (params, obs) -> [B]: a V(s) learned beside Q, where

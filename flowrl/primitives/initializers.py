@@ -9,7 +9,7 @@
                          Glorot & Bengio 2010). Its cases:
                            lecun normal     scale 1, 'fan_in',  'truncated_normal'
                            he normal        scale 2, 'fan_in',  'truncated_normal'
-                           xavier uniform   scale 1, 'fan_avg', 'uniform'  (flax's Dense in QSM's code)
+                           xavier uniform   scale 1, 'fan_avg', 'uniform'  (QSM's flax Dense)
                            PyTorch Linear   scale 1/3, 'fan_in', 'uniform'  (kaiming_uniform(a=√5))
                          A 'truncated_normal' is cut at ±2 std and rescaled to the variance asked.
   haiku_default()        hk.Linear's own: a normal cut at ±2 std with std 1/√fan_in before the
@@ -20,8 +20,8 @@
 
 Biases start at zero (haiku, flax and most PyTorch codes this library follows zero them) except
 under an initializer that says otherwise: an `Initializer` may carry `bias`, fan_in -> the bias's
-initializer, which `bias_init` reads (only torch_linear does). An initializer is an `Initializer`: hk's (shape, dtype) -> array with
-a readable name, so `python -m flowrl.run --list` shows what a default is.
+initializer, which `bias_init` reads (only torch_linear does). An `Initializer` is hk's
+(shape, dtype) -> array with a readable name, so `python -m flowrl.run --list` shows a default.
 """
 from typing import Callable, NamedTuple, Optional
 

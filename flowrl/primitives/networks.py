@@ -83,7 +83,8 @@ def mlp(hidden: Sequence[int], out: int, activation: str, name: str = None,
 
 def fourier_time_embedding(t: jax.Array, dim: int) -> jax.Array:
   """Learned Fourier features of a scalar time t ∈ [0, 1] (Tancik et al. 2020):
-  [cos(2π t W), sin(2π t W)], W ~ N(0, 16) initialised, trained like any weight. Output [..., dim]."""
+  [cos(2π t W), sin(2π t W)], W ~ N(0, 16) initialised, trained like any weight.
+  Output [..., dim]."""
   w = hk.get_parameter('fourier_w', (1, dim // 2), init=hk.initializers.RandomNormal(4.0))
   proj = 2.0 * jnp.pi * t[..., None] * w[0]
   return jnp.concatenate([jnp.cos(proj), jnp.sin(proj)], axis=-1)

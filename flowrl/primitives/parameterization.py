@@ -199,9 +199,10 @@ def _cfm_loss_at(predict, to_eps_x0, coefficients, native_target):
 
 def _noise_head(spec: EnvSpec, std_range, hidden=(64, 64)):
   """ReinFlow's exploration-noise network: σ_φ(s, x_t, t) = exp(½ log σ²) with
-  log σ² = log σ²_min + (log σ²_max − log σ²_min)·(tanh(h) + 1)/2, h = MLP(64, 64, tanh)([s, x_t, t])
-  (ReinFlow model/flow/mlp_flow.py). With `bound` b (a scalar or per row), σ_max becomes
-  σ_min + b·(σ_max − σ_min), as ReinFlow's `set_noise_range` moves it. Returns (init, noise_std)."""
+  log σ² = log σ²_min + (log σ²_max − log σ²_min)·(tanh(h) + 1)/2,
+  h = MLP(64, 64, tanh)([s, x_t, t]) (ReinFlow model/flow/mlp_flow.py). With `bound` b (a scalar
+  or per row), σ_max becomes σ_min + b·(σ_max − σ_min), as ReinFlow's `set_noise_range` moves it.
+  Returns (init, noise_std)."""
   s_min, s_max = std_range
   lo = 2.0 * jnp.log(s_min)
   net = hk.without_apply_rng(hk.transform(lambda obs, x, t: networks.mlp(

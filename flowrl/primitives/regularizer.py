@@ -10,8 +10,8 @@ target, and noise to actions by role ('behaviour' when collecting, 'target' in t
                      every `every` updates H is estimated by a Gaussian-mixture fit (EM, inside jit)
                      on `num_samples` actions per state, α loss −log α·(H* − H); the estimate is
                      a program of its own (`Periodic`) that the loop runs right after those updates
-  noise_entropy      SDAC / DPMD (Ma et al. 2025): the same α-scaled noise, α tuned every 250 updates
-                     on the noise's own closed-form entropy
+  noise_entropy      SDAC / DPMD (Ma et al. 2025): the same α-scaled noise, α tuned every 250
+                     updates on the noise's own closed-form entropy
   kl_to_uniform      DPMD: auto-tuned weight temperature λ, KL(weights ‖ uniform) held at a target
   uniform_denoising  QVPO (Ding et al. 2024): denoising loss on uniform actions, weighted
   combined           several of the above at once (DPMD: kl_to_uniform + noise_entropy)

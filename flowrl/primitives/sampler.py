@@ -10,7 +10,8 @@ every parameterization that provides what it requires.
   euler   x_{t−Δ} = x_t − Δ·v_θ(s, x_t, t), the flow ODE (Liu et al. 2023)
   dpm_solver_2m   DPM-Solver++(2M) on the probability-flow ODE (Lu et al. 2022), any chain policy
   euler_maruyama  the reverse SDE through the policy's score, any chain policy (Song et al. 2021)
-  noisy_euler     the flow's Euler step plus Gaussian noise, fixed or from a learned σ head (ReinFlow)
+  noisy_euler     the flow's Euler step plus Gaussian noise, fixed or from a learned σ head
+                  (ReinFlow)
   langevin_q      annealed Langevin ascent on Q: DDIM predictor, Langevin corrector on the policy's
                   score tilted by exp(Q̄/τ) (needs a score and the critic)
 

@@ -6,7 +6,8 @@
   no_improvement     nothing: the regularizer alone trains the actor (behaviour cloning).
   deterministic_pg   L = −mean Q_1(s, π_θ(s)) (Silver et al. 2014; TD3 uses the first critic).
   action_gradient    DIPO (Yang et al. 2023): replay actions ascend Q with Adam for N steps
-                     (gradient of −Σ_b Q̄ clipped to global norm ratio·|A|, actions clipped to the box),
+                     (gradient of −Σ_b Q̄ clipped to global norm ratio·|A|, actions clipped to
+                     the box),
                      are written back to the buffer, and the policy fits them with its own loss.
   q_score_matching   QSM (Psenka et al. 2024): on noised replay actions a_k = α_k a + σ_k ε,
                      L = mean_b mean_A (ε̂_θ(s, a_k, k) − ε*)², with ε* = −M_q·mean_e ∇ₐQ_e(s, a_k)

@@ -160,8 +160,8 @@ def markdown_table(summary: dict, title: str = 'Sweep') -> str:
               f'intervals are unreliable, so no variant is called higher or lower.** Run more '
               f'seeds (`--seeds {st.MIN_RUNS}` or more) to compare.', '']
   for task, rows in summary['per_task'].items():
-    lines += [f'## {task}', '', f'| variant | runs | IQM [95% CI] | mean [95% CI] | vs baseline ({base}) |',
-              '|---|---|---|---|---|']
+    header = f'| variant | runs | IQM [95% CI] | mean [95% CI] | vs baseline ({base}) |'
+    lines += [f'## {task}', '', header, '|---|---|---|---|---|']
     lines += [f"| {v} | {r['runs']} | {_fmt(r['iqm'])} | {_fmt(r['mean'])} | {r['vs_baseline']} |"
               for v, r in rows.items()]
     lines.append('')
