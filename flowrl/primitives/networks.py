@@ -113,10 +113,11 @@ class DenoiserNet(hk.Module):
     self.activation = activation
     self.init = initializers.resolve(hidden_init, output_init)
     self.embed_dim = self.obs_hidden[-1] if self.obs_hidden else obs_dim
+    self.in_dim = self.embed_dim + act_dim + time_dim   # rows of [W_o; W_x; W_t]
 
   def _first_layer(self):
     """[W_o; W_x; W_t], one [embed + act_dim + time_dim, hidden[0]] matrix, split by rows."""
-    w = hk.get_parameter('in_w', (self.embed_dim + self.act_dim + self.time_dim, self.hidden[0]),
+    w = hk.get_parameter('in_w', (self.in_dim, self.hidden[0]),
                          init=self.init.hidden)
     return jnp.split(w, [self.embed_dim, self.embed_dim + self.act_dim])
 
@@ -126,9 +127,8 @@ class DenoiserNet(hk.Module):
       h = self.act(hk.Linear(width, w_init=self.init.hidden, name=f'obs_embed_{i}',
                              b_init=initializers.bias_init(self.init.hidden, h.shape[-1]))(h))
     w_obs, _, _ = self._first_layer()
-    fan_in = self.embed_dim + self.act_dim + self.time_dim
     return h @ w_obs + hk.get_parameter('in_b', (self.hidden[0],),
-                                        init=initializers.bias_init(self.init.hidden, fan_in))
+                                        init=initializers.bias_init(self.init.hidden, self.in_dim))
 
   def step(self, cond, x_t, t):
     h_t = fourier_time_embedding(t, self.time_dim)
